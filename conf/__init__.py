@@ -1,0 +1,1 @@
+"""genzoo's Hydra config tree, shipped as package data (``pkg://genzoo.conf``)."""

@@ -1,0 +1,64 @@
+"""The run folder's own record of metrics, whatever the logger: ``metrics.jsonl`` (one line per epoch) and
+``metrics.json`` (the final values: last epoch, best checkpoint score, test metrics, wall time)."""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+
+import pytorch_lightning as pl
+from pytorch_lightning.utilities import rank_zero_only
+
+
+def scalar_metrics(metrics: dict) -> dict[str, float]:
+    out = {}
+    for key, value in metrics.items():
+        try:
+            v = float(value)
+        except (TypeError, ValueError):
+            continue
+        out[key] = v if math.isfinite(v) else str(v)
+    return out
+
+
+class MetricsFile(pl.Callback):
+    def __init__(self, dirpath: str):
+        self.dirpath = Path(dirpath)
+        self.start = time.time()
+        self.final: dict = {}
+
+    def _write_final(self) -> None:
+        self.dirpath.mkdir(parents=True, exist_ok=True)
+        tmp = self.dirpath / "metrics.json.tmp"
+        tmp.write_text(json.dumps(self.final, indent=2, sort_keys=True) + "\n")
+        tmp.replace(self.dirpath / "metrics.json")
+
+    @rank_zero_only
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module) -> None:
+        if trainer.sanity_checking:
+            return
+        line = {"epoch": trainer.current_epoch, "step": trainer.global_step,
+                "time_s": round(time.time() - self.start, 3), **scalar_metrics(trainer.callback_metrics)}
+        self.dirpath.mkdir(parents=True, exist_ok=True)
+        with open(self.dirpath / "metrics.jsonl", "a") as f:
+            f.write(json.dumps(line) + "\n")
+
+    @rank_zero_only
+    def on_fit_end(self, trainer: pl.Trainer, pl_module) -> None:
+        self.final.update(scalar_metrics(trainer.callback_metrics))
+        self.final.update(epochs=trainer.current_epoch, steps=trainer.global_step,
+                          fit_time_s=round(time.time() - self.start, 3))
+        ckpt = trainer.checkpoint_callback
+        if ckpt is not None and ckpt.best_model_score is not None:
+            self.final["best_score"] = float(ckpt.best_model_score)
+            self.final["best_checkpoint"] = ckpt.best_model_path
+        self._write_final()
+
+    @rank_zero_only
+    def on_test_end(self, trainer: pl.Trainer, pl_module) -> None:
+        self.final.update({k: v for k, v in scalar_metrics(trainer.callback_metrics).items()
+                           if k.startswith("test/")})
+        self.final["time_s"] = round(time.time() - self.start, 3)
+        self._write_final()

@@ -1,0 +1,60 @@
+"""A grid of samples drawn with a fixed seed every N epochs, saved as PNG and sent to the loggers."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytorch_lightning as pl
+import torch
+import torch.nn.functional as F
+from pytorch_lightning.loggers import TensorBoardLogger, WandbLogger
+from pytorch_lightning.utilities import rank_zero_only
+from torchvision.utils import make_grid, save_image
+
+
+def image_grid(x: torch.Tensor, levels: int, min_size: int = 32) -> torch.Tensor:
+    """(3, H', W') float grid in [0, 1] of integer images, upscaled (nearest) so small images stay legible."""
+    images = x.float().div(levels - 1).clamp(0, 1)
+    scale = max(1, math.ceil(min_size / images.shape[-1]))
+    if scale > 1:
+        images = F.interpolate(images, scale_factor=scale, mode="nearest")
+    nrow = max(1, int(math.ceil(math.sqrt(len(images)))))
+    return make_grid(images, nrow=nrow, padding=2, pad_value=1.0)
+
+
+def log_grid(trainer: pl.Trainer, key: str, grid: torch.Tensor, path: Path) -> None:
+    """Send a grid already saved at ``path`` to the W&B and TensorBoard loggers (rank zero only)."""
+    for logger in trainer.loggers:
+        if isinstance(logger, WandbLogger):
+            logger.log_image(key=key, images=[str(path)], step=trainer.global_step)
+        elif isinstance(logger, TensorBoardLogger):
+            logger.experiment.add_image(key, grid, global_step=trainer.global_step)
+
+
+class SampleGrid(pl.Callback):
+    def __init__(self, dirpath: str, n: int = 64, every_n_epochs: int = 10, seed: int = 1234):
+        self.dirpath, self.n, self.every_n_epochs, self.seed = Path(dirpath), int(n), int(every_n_epochs), seed
+
+    @rank_zero_only
+    def draw(self, trainer: pl.Trainer, pl_module, name: str) -> Path:
+        was_training = pl_module.training
+        pl_module.eval()
+        devices = [pl_module.device] if pl_module.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices), torch.no_grad():
+            torch.manual_seed(self.seed)
+            x = pl_module.sample(self.n)
+        pl_module.train(was_training)
+        grid = image_grid(x.cpu(), pl_module.levels)
+        self.dirpath.mkdir(parents=True, exist_ok=True)
+        path = self.dirpath / f"{name}.png"
+        save_image(grid, path)
+        log_grid(trainer, "samples", grid, path)
+        return path
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module) -> None:
+        epoch = trainer.current_epoch + 1
+        last = trainer.max_epochs is not None and epoch >= trainer.max_epochs
+        if trainer.sanity_checking or not (epoch % self.every_n_epochs == 0 or last):
+            return
+        self.draw(trainer, pl_module, f"epoch_{epoch:03d}")

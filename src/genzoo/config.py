@@ -1,0 +1,32 @@
+"""Building objects from the config, with one clear sentence when the config is wrong."""
+
+from __future__ import annotations
+
+import secrets
+
+import hydra
+from hydra.errors import InstantiationException
+from omegaconf import DictConfig, OmegaConf
+
+from genzoo.errors import GenzooError
+
+# `${genzoo_uid:}` in run folder names: cached per config, so every reader of the name sees the same value.
+OmegaConf.register_new_resolver("genzoo_uid", lambda: secrets.token_hex(3), use_cache=True, replace=True)
+
+
+def build(node: DictConfig, what: str, **kwargs):
+    """``hydra.utils.instantiate`` that turns a wrong option into a GenzooError naming ``what`` (e.g. 'model')."""
+    try:
+        return hydra.utils.instantiate(node, _convert_="all", **kwargs)
+    except InstantiationException as e:
+        cause = e.__cause__
+        while isinstance(cause, InstantiationException):
+            cause = cause.__cause__
+        if isinstance(cause, GenzooError):
+            raise cause from None
+        target = node.get("_target_", "?") if isinstance(node, DictConfig) else "?"
+        detail = str(cause or e).strip().splitlines()[-1] if str(cause or e).strip() else type(cause).__name__
+        raise GenzooError(
+            f"The {what} config cannot build {target}: {detail}. Check the {what}.* options you set "
+            f"(the YAML files under conf/{what}/ list the accepted ones)."
+        ) from None

@@ -1,0 +1,119 @@
+"""The promise every genzoo model keeps, and the metrics written once around it.
+
+A model can ``sample(n)`` integers in ``0 … levels-1``, may give ``log_likelihood(x)`` (natural log, per image;
+exact, or a lower bound), and trains itself through ``loss``. This base class turns the likelihood into
+bits/dim,
+
+    bpd = -log p(x) / (C·H·W·ln 2),
+
+logs it as ``{val,test}/bpd`` for exact models and ``{val,test}/elbo_bpd`` for bounds (synced over devices), and
+owns the optimiser: AdamW with an optional one-cycle schedule (Smith & Topin 2018).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Literal
+
+import pytorch_lightning as pl
+import torch
+from torch import Tensor
+
+from genzoo.errors import GenzooError
+
+
+class GenerativeModel(pl.LightningModule):
+    likelihood: Literal["exact", "bound", None] = None
+
+    def __init__(
+        self,
+        shape: Sequence[int],
+        levels: int,
+        num_classes: int = 0,
+        lr: float = 1e-3,
+        weight_decay: float = 0.0,
+        scheduler: Literal["onecycle", "none"] = "none",
+        monitor: str | None = None,
+        mode: Literal["min", "max"] = "min",
+    ):
+        super().__init__()
+        if len(shape) != 3 or min(shape) < 1:
+            raise GenzooError(f"shape={list(shape)} is not an image shape: give (channels, height, width).")
+        if int(levels) < 2:
+            raise GenzooError(f"levels={levels} leaves nothing to model: discrete images need at least 2 levels.")
+        if scheduler not in ("onecycle", "none"):
+            raise GenzooError(f"model.scheduler={scheduler!r} is unknown: use 'onecycle' or 'none'.")
+        self.shape = tuple(int(s) for s in shape)
+        self.levels = int(levels)
+        self.num_classes = int(num_classes)
+        self.lr, self.weight_decay, self.scheduler_name = float(lr), float(weight_decay), scheduler
+        self.monitor, self.mode = monitor, mode
+
+    # ---- what a model writes -------------------------------------------------------------------------------
+    def log_likelihood(self, x: Tensor, y: Tensor | None = None) -> Tensor:
+        """(B,) natural-log likelihood of each integer image (or a lower bound, see ``likelihood``)."""
+        raise GenzooError(f"{type(self).__name__} has no likelihood: it reports no bits/dim.")
+
+    def sample(self, n: int, y: Tensor | None = None) -> Tensor:
+        """(n, C, H, W) integer images in 0 … levels-1, drawn with the global torch RNG."""
+        raise GenzooError(f"{type(self).__name__} cannot sample.")
+
+    def loss(self, x: Tensor, y: Tensor) -> Tensor:
+        """Training loss of a batch; for likelihood models the negative log-likelihood in bits/dim."""
+        return self.bits_per_dim(self.log_likelihood(x, y)).mean()
+
+    # ---- shared helpers ------------------------------------------------------------------------------------
+    @property
+    def dims(self) -> int:
+        return math.prod(self.shape)
+
+    def bits_per_dim(self, log_likelihood: Tensor) -> Tensor:
+        return -log_likelihood / (self.dims * math.log(2))
+
+    def scale(self, x: Tensor) -> Tensor:
+        """Integer images to floats in [-1, 1] on the model's device."""
+        return x.float() * (2.0 / (self.levels - 1)) - 1.0
+
+    def labels_or_none(self, y: Tensor | None) -> Tensor | None:
+        """Class labels when the model is conditional, else None (unlabelled data carries -1)."""
+        return y if (self.num_classes > 0 and y is not None) else None
+
+    # ---- Lightning -----------------------------------------------------------------------------------------
+    def training_step(self, batch, batch_idx):
+        x, y = batch
+        loss = self.loss(x, y)
+        if not torch.isfinite(loss):
+            raise GenzooError(
+                f"The training loss became {loss.item()} at step {self.global_step}: lower model.lr "
+                f"(now {self.lr:g}) or check the data."
+            )
+        self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=len(x))
+        return loss
+
+    def evaluation_metrics(self, x: Tensor, y: Tensor, stage: str) -> dict[str, Tensor]:
+        """Per-image metrics of a validation or test batch, each ``(B,)``; logged as ``{stage}/{key}``."""
+        if self.likelihood == "exact":
+            return {"bpd": self.bits_per_dim(self.log_likelihood(x, y))}
+        if self.likelihood == "bound":
+            return {"elbo_bpd": self.bits_per_dim(self.log_likelihood(x, y))}
+        return {}
+
+    def _evaluate(self, batch, stage: str) -> None:
+        x, y = batch
+        for key, values in self.evaluation_metrics(x, y, stage).items():
+            self.log(f"{stage}/{key}", values.mean(), sync_dist=True, batch_size=len(x), prog_bar=True)
+
+    def validation_step(self, batch, batch_idx):
+        self._evaluate(batch, "val")
+
+    def test_step(self, batch, batch_idx):
+        self._evaluate(batch, "test")
+
+    def configure_optimizers(self):
+        opt = torch.optim.AdamW(self.parameters(), lr=self.lr, weight_decay=self.weight_decay)
+        if self.scheduler_name == "none":
+            return opt
+        steps = int(self.trainer.estimated_stepping_batches)
+        sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=self.lr, total_steps=max(steps, 1))
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}

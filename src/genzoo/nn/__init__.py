@@ -1,0 +1,1 @@
+"""Networks (plain ``nn.Module``s), apart from the LightningModules that train them."""

@@ -1,0 +1,75 @@
+"""The run folder: the resolved config, the environment, and finding a run again to resume it."""
+
+from __future__ import annotations
+
+import json
+import platform
+import subprocess
+import sys
+from importlib import metadata
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf
+
+from genzoo.errors import GenzooError
+
+PACKAGES = ["genzoo", "torch", "torchvision", "pytorch-lightning", "hydra-core", "omegaconf", "wandb",
+            "torchmetrics", "torch-fidelity", "scikit-learn", "numpy"]
+
+
+def git_commit() -> str | None:
+    """The commit of genzoo's source tree when it is a git checkout (an editable install), else None."""
+    here = Path(__file__).resolve().parent
+    try:
+        out = subprocess.run(["git", "-C", str(here), "rev-parse", "HEAD"], capture_output=True, text=True,
+                             timeout=5)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    if out.returncode != 0:
+        return None
+    dirty = subprocess.run(["git", "-C", str(here), "status", "--porcelain", "--", "."], capture_output=True,
+                           text=True, timeout=5).stdout.strip()
+    return out.stdout.strip() + ("-dirty" if dirty else "")
+
+
+def environment() -> dict:
+    import torch
+
+    versions = {}
+    for name in PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = None
+    return {
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "argv": sys.argv,
+        "git_commit": git_commit(),
+        "cuda": torch.version.cuda if torch.cuda.is_available() else None,
+        "gpus": [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())],
+        "packages": versions,
+    }
+
+
+def write_run_files(run_dir: Path, cfg: DictConfig) -> None:
+    run_dir.mkdir(parents=True, exist_ok=True)
+    OmegaConf.save(cfg, run_dir / "config.yaml", resolve=True)
+    (run_dir / "env.json").write_text(json.dumps(environment(), indent=2) + "\n")
+
+
+def find_checkpoint(path: str | Path) -> tuple[Path, Path | None]:
+    """(checkpoint, its run folder or None) for a run folder or a checkpoint file given to ``resume=``."""
+    p = Path(path).expanduser().resolve()
+    if p.is_dir():
+        ckpt = p / "checkpoints" / "last.ckpt"
+        if not ckpt.is_file():
+            raise GenzooError(f"resume={path} is a folder without checkpoints/last.ckpt: give a genzoo run folder "
+                              "that has saved a checkpoint, or the path of a .ckpt file.")
+        return ckpt, p
+    if not p.is_file():
+        raise GenzooError(f"resume={path} does not exist: give a genzoo run folder or a .ckpt file.")
+    run_dir = p.parent.parent if p.parent.name == "checkpoints" else None
+    if run_dir is not None and not (run_dir / "config.yaml").is_file():
+        run_dir = None
+    return p, run_dir

@@ -1,0 +1,114 @@
+"""genzoo-train: one training run (or one job of a sweep) as a straight line.
+
+    genzoo-train                                   # PixelCNN on the digits, W&B offline unless logged in
+    genzoo-train model=gated_pixelcnn trainer=gpu logger=csv
+    genzoo-train -m model=pixelcnn,gated_pixelcnn seed=0,1
+    genzoo-train resume=outputs/runs/2026-11-25_12-00-00_a1b2c3
+
+Config → checks → run folder → data, model, loggers, callbacks → fit → test on the best checkpoint.
+"""
+
+from __future__ import annotations
+
+import secrets
+from pathlib import Path
+
+import hydra
+import pytorch_lightning as pl
+import torch
+from hydra.core.hydra_config import HydraConfig
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.types import RunMode
+from omegaconf import DictConfig, OmegaConf, open_dict
+from pytorch_lightning.utilities import rank_zero_only
+
+from genzoo.config import build
+from genzoo.errors import GenzooError
+from genzoo.loggers import build_loggers, finish_wandb
+from genzoo.runs import find_checkpoint, write_run_files
+
+
+def resumed_config(cfg: DictConfig) -> tuple[DictConfig, Path]:
+    """The saved config of the run named by ``resume=``, with this command's plain ``key=value`` overrides."""
+    ckpt, run_dir = find_checkpoint(cfg.resume)
+    if run_dir is None:  # a bare checkpoint: continue it with the config of this command, in a new folder
+        return cfg, ckpt
+    saved = OmegaConf.load(run_dir / "config.yaml")
+    for override in OverridesParser.create().parse_overrides(list(HydraConfig.get().overrides.task)):
+        key = override.key_or_group
+        if key == "resume" or key.startswith("hydra"):
+            continue
+        if isinstance(OmegaConf.select(saved, key), DictConfig):
+            raise GenzooError(f"resume= continues the saved config of {run_dir}, so '{key}=' cannot choose another "
+                              f"config group there: start a new run to change {key}.")
+        OmegaConf.update(saved, key, override.value(), force_add=True)
+    saved.resume = str(ckpt)
+    return saved, ckpt
+
+
+def check_strategy(cfg: DictConfig) -> None:
+    strategy = cfg.trainer.get("strategy")
+    name = strategy if isinstance(strategy, str) else (strategy or {}).get("_target_", "")
+    multirun = HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+    if multirun and name in ("ddp", "pytorch_lightning.strategies.DDPStrategy"):
+        raise GenzooError("Lightning's 'ddp' strategy re-launches the script and breaks inside a Hydra multirun: "
+                          "add trainer.strategy=ddp_spawn to the sweep.")
+
+
+def check_model_fits_data(model, datamodule) -> None:
+    for key in ("shape", "levels", "num_classes"):
+        m, d = getattr(model, key), getattr(datamodule, key)
+        if m != d:
+            raise GenzooError(f"model.{key}={list(m) if isinstance(m, tuple) else m} does not match the data's "
+                              f"{key} {list(d) if isinstance(d, tuple) else d}: remove the override of model.{key} "
+                              f"(the model config takes it from data.{key}).")
+
+
+def train(cfg: DictConfig) -> float | None:
+    ckpt_path = None
+    if cfg.get("resume"):
+        cfg, ckpt_path = resumed_config(cfg)
+    check_strategy(cfg)
+
+    trainer_cfg = cfg.trainer.copy()
+    with open_dict(trainer_cfg):
+        threads = trainer_cfg.pop("torch_threads", None)
+    if threads:
+        torch.set_num_threads(int(threads))
+    pl.seed_everything(cfg.seed, workers=True, verbose=False)
+
+    datamodule = build(cfg.data, "data")
+    model = build(cfg.model, "model")
+    check_model_fits_data(model, datamodule)
+
+    if "wandb" in (cfg.logger or {}) and cfg.logger.wandb.get("id") is None:
+        cfg.logger.wandb.id = secrets.token_hex(4)
+    OmegaConf.resolve(cfg)
+    run_dir = Path(cfg.paths.run_dir)
+    if rank_zero_only.rank == 0:
+        write_run_files(run_dir, cfg)
+
+    callbacks = [build(c, "callbacks") for c in (cfg.callbacks or {}).values() if c is not None]
+    loggers = build_loggers(cfg, run_dir)
+    trainer = build(trainer_cfg, "trainer", callbacks=callbacks, logger=loggers or False)
+
+    failed = True
+    try:
+        trainer.fit(model, datamodule=datamodule, ckpt_path=str(ckpt_path) if ckpt_path else None)
+        monitored = trainer.callback_metrics.get(model.monitor) if model.monitor else None
+        if cfg.test:
+            best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
+            trainer.test(model, datamodule=datamodule, ckpt_path=best or None, verbose=True)
+        failed = False
+    finally:
+        finish_wandb(failed)
+    return float(monitored) if monitored is not None else None
+
+
+@hydra.main(version_base="1.3", config_path="pkg://genzoo.conf", config_name="train")
+def main(cfg: DictConfig) -> float | None:
+    return train(cfg)
+
+
+if __name__ == "__main__":
+    main()
