@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import netrc
 import os
+import sys
 from pathlib import Path
 
 from hydra.core.hydra_config import HydraConfig
@@ -78,7 +79,6 @@ def build_loggers(cfg: DictConfig, run_dir: Path) -> list:
 
 def finish_wandb(failed: bool) -> None:
     """Close the global W&B run, so the next job of a multirun starts its own instead of logging into this one."""
-    import wandb
-
-    if wandb.run is not None:
+    wandb = sys.modules.get("wandb")  # not imported: no W&B run to close
+    if wandb is not None and wandb.run is not None:
         wandb.finish(exit_code=1 if failed else 0)

@@ -25,10 +25,12 @@ class PixelCNN(AutoregressiveModel):
         first_kernel_size: int = 7,
         head_channels: int = 256,
         dropout: float = 0.0,
+        bottleneck: bool = True,
         **kwargs,
     ):
         super().__init__(shape, levels, num_classes, **kwargs)
         self.save_hyperparameters()
         self.net = PixelCNNNet(
-            self.shape[0], self.levels, channels, blocks, kernel_size, first_kernel_size, head_channels, dropout
+            self.shape[0], self.levels, channels, blocks, kernel_size, first_kernel_size, head_channels, dropout,
+            bottleneck,
         )

@@ -27,20 +27,29 @@ from genzoo.nn.masked import MaskedConv2d
 
 
 class ResidualBlock(nn.Module):
-    """PixelCNN's residual block: 2h → h (1×1) → h (k×k mask B) → 2h (1×1), added to the input."""
+    """PixelCNN's residual block, added to its input.
 
-    def __init__(self, channels: int, data_channels: int, kernel_size: int = 3, dropout: float = 0.0):
+    ``bottleneck``: the paper's 2h → h (1×1) → h (k×k mask B) → 2h (1×1); else a full-width k×k mask-B
+    convolution followed by a 1×1 (more parameters per layer, better on small images).
+    """
+
+    def __init__(
+        self, channels: int, data_channels: int, kernel_size: int = 3, dropout: float = 0.0, bottleneck: bool = True
+    ):
         super().__init__()
-        half = max(channels // 2, data_channels)
-        self.net = nn.Sequential(
-            nn.ReLU(),
-            MaskedConv2d(channels, half, 1, "B", data_channels),
-            nn.ReLU(),
-            MaskedConv2d(half, half, kernel_size, "B", data_channels),
-            nn.ReLU(),
-            MaskedConv2d(half, channels, 1, "B", data_channels),
-            nn.Dropout(dropout),
-        )
+        if bottleneck:
+            half = max(channels // 2, data_channels)
+            layers = [
+                nn.ReLU(), MaskedConv2d(channels, half, 1, "B", data_channels),
+                nn.ReLU(), MaskedConv2d(half, half, kernel_size, "B", data_channels),
+                nn.ReLU(), MaskedConv2d(half, channels, 1, "B", data_channels),
+            ]
+        else:
+            layers = [
+                nn.ReLU(), MaskedConv2d(channels, channels, kernel_size, "B", data_channels),
+                nn.ReLU(), MaskedConv2d(channels, channels, 1, "B", data_channels),
+            ]
+        self.net = nn.Sequential(*layers, nn.Dropout(dropout))
 
     def forward(self, x: Tensor) -> Tensor:
         return x + self.net(x)
@@ -67,12 +76,13 @@ class PixelCNNNet(nn.Module):
         first_kernel_size: int = 7,
         head_channels: int = 256,
         dropout: float = 0.0,
+        bottleneck: bool = True,
     ):
         super().__init__()
         self.data_channels, self.levels = data_channels, levels
         self.input = MaskedConv2d(data_channels, channels, first_kernel_size, "A", data_channels)
         self.blocks = nn.Sequential(
-            *[ResidualBlock(channels, data_channels, kernel_size, dropout) for _ in range(blocks)]
+            *[ResidualBlock(channels, data_channels, kernel_size, dropout, bottleneck) for _ in range(blocks)]
         )
         self.head = output_head(channels, head_channels, data_channels, levels)
 
