@@ -20,6 +20,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf, open_dict
+from pytorch_lightning.callbacks import LearningRateMonitor
 from pytorch_lightning.utilities import rank_zero_only
 
 from genzoo.config import build
@@ -28,17 +29,35 @@ from genzoo.loggers import build_loggers, finish_wandb
 from genzoo.runs import find_checkpoint, write_run_files
 
 
+def relocate(cfg: DictConfig, old: str, new: str) -> DictConfig:
+    """Point every path under the run folder ``old`` at ``new`` (a run folder that was moved or copied)."""
+    container = OmegaConf.to_container(cfg, resolve=False)
+
+    def walk(node):
+        if isinstance(node, dict):
+            return {k: walk(v) for k, v in node.items()}
+        if isinstance(node, list):
+            return [walk(v) for v in node]
+        if isinstance(node, str) and (node == old or node.startswith(old + "/")):
+            return new + node[len(old):]
+        return node
+
+    return OmegaConf.create(walk(container))
+
+
 def resumed_config(cfg: DictConfig) -> tuple[DictConfig, Path]:
     """The saved config of the run named by ``resume=``, with this command's plain ``key=value`` overrides."""
     ckpt, run_dir = find_checkpoint(cfg.resume)
     if run_dir is None:  # a bare checkpoint: continue it with the config of this command, in a new folder
         return cfg, ckpt
     saved = OmegaConf.load(run_dir / "config.yaml")
+    saved = relocate(saved, str(saved.paths.run_dir), str(run_dir))
+    groups = set(HydraConfig.get().runtime.choices)
     for override in OverridesParser.create().parse_overrides(list(HydraConfig.get().overrides.task)):
         key = override.key_or_group
         if key == "resume" or key.startswith("hydra"):
             continue
-        if isinstance(OmegaConf.select(saved, key), DictConfig):
+        if key in groups or isinstance(OmegaConf.select(saved, key), DictConfig):
             raise GenzooError(f"resume= continues the saved config of {run_dir}, so '{key}=' cannot choose another "
                               f"config group there: start a new run to change {key}.")
         OmegaConf.update(saved, key, override.value(), force_add=True)
@@ -90,6 +109,8 @@ def train(cfg: DictConfig) -> float | None:
 
     callbacks = [build(c, "callbacks") for c in (cfg.callbacks or {}).values() if c is not None]
     loggers = build_loggers(cfg, run_dir)
+    if not loggers:  # LearningRateMonitor refuses a trainer without a logger; metrics.jsonl still gets the metrics
+        callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
     trainer = build(trainer_cfg, "trainer", callbacks=callbacks, logger=loggers or False)
 
     failed = True

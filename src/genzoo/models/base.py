@@ -110,6 +110,14 @@ class GenerativeModel(pl.LightningModule):
     def test_step(self, batch, batch_idx):
         self._evaluate(batch, "test")
 
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        # A resumed run may be longer (`resume=... trainer.max_epochs=N`): keep the one-cycle length this run
+        # computed, or the checkpoint's shorter schedule would step past its end.
+        for state in checkpoint.get("lr_schedulers", []):
+            if "total_steps" in state:
+                state.pop("total_steps")
+                state.pop("_schedule_phases", None)
+
     def configure_optimizers(self):
         opt = torch.optim.AdamW(self.parameters(), lr=self.lr, weight_decay=self.weight_decay)
         if self.scheduler_name == "none":
