@@ -1,0 +1,223 @@
+"""DCGAN: a generator G maps noise z ~ N(0, I) to images, a discriminator D tells real from fake (Goodfellow et al.
+2014, "Generative Adversarial Nets"; the networks of Radford et al. 2016, see ``genzoo.nn.dcgan``).
+
+The two-player game, played by alternating gradient steps (Goodfellow et al. 2014, Algorithm 1):
+
+    min_G max_D  E_x[log D(x)] + E_z[log(1 - D(G(z)))]
+
+* D step: descend D's cross-entropy (``genzoo.models.gan_losses``) on a batch of real images and a batch of fakes.
+* G step, after every ``d_steps`` = k D steps: descend ``model.loss`` — ``minimax`` (the game itself) or
+  ``non_saturating`` (maximise log D(G(z)), the default, because log(1 - D(G(z))) gives G no gradient while D wins).
+* Batching: every training batch is one D step on fresh real images; every k-th batch is also followed by one
+  G step on fresh noise (as many fakes as the batch has images, with its labels when conditional). An epoch of
+  N batches thus holds N D steps and about N/k G steps; the pattern carries on across epochs (the counts are
+  buffers, saved in checkpoints). Budget runs in epochs: Lightning's ``global_step`` counts D and G steps together.
+* Under DDP each rank draws its own noise, and ``setup`` switches on DDP's ``find_unused_parameters``.
+* Options: an exponential moving average of G's weights (sampled from, Karras et al. 2018 / Yazıcı et al. 2019),
+  one-sided label smoothing of D's real targets (Salimans et al. 2016), instance noise N(0, σ²) on D's inputs
+  annealed linearly to 0 over the run (Sønderby et al. 2017), class conditioning (``genzoo.nn.dcgan``).
+
+No likelihood: ``sample`` maps G's tanh output back to the integers 0 … levels-1, so the grids and (later) sample
+metrics treat it as every other model. Left out: no sample-quality metric is logged yet (FID comes with the
+evaluation callbacks), so checkpoints keep the last epoch; real images are fed to D on their discrete grid as is.
+"""
+
+from __future__ import annotations
+
+import torch
+from pytorch_lightning.strategies import DDPStrategy
+from torch import Tensor
+from torch.optim.swa_utils import AveragedModel
+
+from genzoo.errors import GenzooError
+from genzoo.models.base import GenerativeModel
+from genzoo.models.gan_losses import gan_loss
+from genzoo.nn.dcgan import Discriminator, Generator
+
+
+def ema_average(decay: float):
+    """``avg_fn`` for AveragedModel: θ̄ ← θ̄ + (1 - d)(θ - θ̄) with d = min(decay, (1 + n)/(10 + n)) after n updates.
+
+    The warm-up (that of TensorFlow's ExponentialMovingAverage) keeps the average near the recent weights while
+    they move fast; a short run on small data would otherwise sample from weights of long ago.
+    """
+
+    def average(averaged: Tensor, current: Tensor, num_averaged: Tensor) -> Tensor:
+        if not averaged.is_floating_point():  # batch norm's step counter: keep the current one
+            return current
+        d = ((1.0 + num_averaged) / (10.0 + num_averaged)).clamp(max=decay).to(averaged.dtype)
+        return averaged + (1.0 - d) * (current - averaged)
+
+    return average
+
+
+class DCGAN(GenerativeModel):
+    likelihood = None
+
+    def __init__(
+        self,
+        shape,
+        levels: int,
+        num_classes: int = 0,
+        z_dim: int = 100,
+        g_width: int = 64,
+        d_width: int = 64,
+        loss: str = "non_saturating",
+        d_steps: int = 1,
+        ema: bool = True,
+        ema_decay: float = 0.999,
+        label_smoothing: float = 0.0,
+        instance_noise: float = 0.0,
+        conditional: bool = False,
+        lr: float = 2e-4,
+        beta1: float = 0.5,
+        beta2: float = 0.999,
+        **kwargs,
+    ):
+        super().__init__(shape, levels, num_classes, lr=lr, **kwargs)
+        self.save_hyperparameters()
+        if self.scheduler_name != "none":
+            raise GenzooError(f"DCGAN trains with constant learning rates, not model.scheduler={self.scheduler_name}: "
+                              "set model.scheduler=none.")
+        if conditional and self.num_classes == 0:
+            raise GenzooError("model.conditional=true needs labelled data, and this data has no classes: "
+                              "set model.conditional=false.")
+        if int(d_steps) < 1:
+            raise GenzooError(f"model.d_steps={d_steps} gives the discriminator no step: use 1 or more.")
+        if instance_noise < 0:
+            raise GenzooError(f"model.instance_noise={instance_noise} is a negative standard deviation: use 0 (off) "
+                              "or e.g. 0.1.")
+        if not 0.0 <= label_smoothing < 1.0:
+            raise GenzooError(f"model.label_smoothing={label_smoothing} is not in [0, 1): the real target is "
+                              "1 - label_smoothing, so use e.g. 0.1.")
+        self.automatic_optimization = False  # two optimisers, stepped by hand in training_step
+        self.objective = gan_loss(loss)
+        self.z_dim, self.d_steps, self.conditional = int(z_dim), int(d_steps), bool(conditional)
+        self.label_smoothing, self.instance_noise = float(label_smoothing), float(instance_noise)
+        self.betas = (float(beta1), float(beta2))
+        classes = self.num_classes if self.conditional else 0
+        self.generator = Generator(self.shape, self.z_dim, g_width, classes)
+        self.discriminator = Discriminator(self.shape, d_width, classes)
+        self.generator_ema = None
+        if ema:
+            # use_buffers: batch norm's running statistics are averaged like the weights, so the averaged G samples
+            # (in inference mode) with statistics of the same era as its weights, not only of the last batches.
+            self.generator_ema = AveragedModel(self.generator, avg_fn=ema_average(ema_decay), use_buffers=True)
+            self.generator_ema.requires_grad_(False)  # no optimiser, no gradient, no DDP bucket
+        # Steps taken by each player: G steps on every d_steps-th D step, across epochs and resumes.
+        self.register_buffer("d_step_count", torch.zeros((), dtype=torch.long))
+        self.register_buffer("g_step_count", torch.zeros((), dtype=torch.long))
+        self.noise_rng: torch.Generator | None = None  # per-rank noise stream, made at the start of training
+
+    # ---- the contract ----------------------------------------------------------------------------------------
+    @torch.no_grad()
+    def sample(self, n: int, y: Tensor | None = None) -> Tensor:
+        """(n, C, H, W) integers in 0 … levels-1 from the averaged generator (or G without EMA), batch norm in
+        inference mode so a sample does not depend on the others drawn with it."""
+        net = self.generator_ema.module if self.generator_ema is not None else self.generator
+        if self.conditional and y is None:
+            y = torch.randint(self.num_classes, (n,), device=self.device)
+        z = torch.randn(n, self.z_dim, device=self.device)
+        was_training = net.training
+        net.eval()
+        images = net(z, y if self.conditional else None)  # (n, C, H, W) in [-1, 1]
+        net.train(was_training)
+        return self.quantize(images)
+
+    def quantize(self, images: Tensor) -> Tensor:
+        """Floats in [-1, 1] to the nearest of ``levels`` integers: the inverse of ``scale``."""
+        return ((images + 1.0) * ((self.levels - 1) / 2.0)).round().clamp(0, self.levels - 1).long()
+
+    # ---- training ----------------------------------------------------------------------------------------------
+    def setup(self, stage: str) -> None:
+        # Each D step leaves G's parameters without a gradient and each G step D's (toggled off), which DDP's
+        # reducer stops on unless it looks for unused parameters: switch that on before the strategy wraps the
+        # model, as trainer.strategy=ddp_find_unused_parameters_true would.
+        strategy = self.trainer.strategy
+        if isinstance(strategy, DDPStrategy):
+            if not isinstance(getattr(strategy, "_ddp_kwargs", None), dict):
+                raise GenzooError("DCGAN could not switch on DDP's find_unused_parameters in this Lightning "
+                                  "version: add trainer.strategy=ddp_find_unused_parameters_true.")
+            strategy._ddp_kwargs["find_unused_parameters"] = True
+
+    def on_train_start(self) -> None:
+        # Each DDP rank draws its own noise (every rank was seeded alike); a resumed run draws new noise.
+        seed = (torch.initial_seed() * 1_000_003 + self.global_rank * 7919 + int(self.d_step_count)) % 2**63
+        self.noise_rng = torch.Generator(device=self.device).manual_seed(seed)
+
+    def noise(self, n: int) -> Tensor:
+        return torch.randn(n, self.z_dim, device=self.device, generator=self.noise_rng)  # (n, z_dim)
+
+    def noise_scale(self) -> float:
+        """σ of the instance noise, annealed linearly from ``instance_noise`` to 0 over the run's epochs."""
+        if self.instance_noise == 0.0 or self._trainer is None or not self.trainer.max_epochs:
+            return self.instance_noise
+        return self.instance_noise * max(0.0, 1.0 - self.current_epoch / self.trainer.max_epochs)
+
+    def discriminate(self, images: Tensor, y: Tensor | None) -> Tensor:
+        """D's logits (B,) for images in [-1, 1], through the instance noise when it is on."""
+        sigma = self.noise_scale()
+        if sigma > 0:
+            images = images + sigma * torch.randn(images.shape, device=images.device, generator=self.noise_rng)
+        return self.discriminator(images, y)
+
+    def training_step(self, batch, batch_idx):
+        x, y = batch
+        y = y if self.conditional else None
+        opt_g, opt_d = self.optimizers()
+        self.discriminator_step(self.scale(x), y, opt_d)
+        if int(self.d_step_count) % self.d_steps == 0:
+            self.generator_step(len(x), y, opt_g)
+
+    def discriminator_step(self, real: Tensor, y: Tensor | None, opt) -> None:
+        """One step of D on real images (B, C, H, W) in [-1, 1] and as many fakes drawn with the same labels."""
+        with self.toggled_optimizer(opt):
+            with torch.no_grad():  # D's step needs no graph through G
+                fake = self.generator(self.noise(len(real)), y)
+            real_logits, fake_logits = self.discriminate(real, y), self.discriminate(fake, y)
+            loss = self.objective.discriminator(real_logits, fake_logits, 1.0 - self.label_smoothing)
+            self.check_finite(loss, "discriminator", "train/loss_d")
+            grad_norm = self.step(opt, loss, self.discriminator)
+        self.d_step_count += 1
+        self.log_dict({"train/loss_d": loss, "train/d_real": torch.sigmoid(real_logits).mean(),
+                       "train/d_fake": torch.sigmoid(fake_logits).mean(), "train/grad_norm_d": grad_norm},
+                      on_step=True, on_epoch=True, batch_size=len(real))
+
+    def generator_step(self, n: int, y: Tensor | None, opt) -> None:
+        """One step of G on n fresh fakes; D's parameters are frozen by the toggle, not merely left unstepped."""
+        with self.toggled_optimizer(opt):
+            loss = self.objective.generator(self.discriminate(self.generator(self.noise(n), y), y))
+            self.check_finite(loss, "generator", "train/loss_g")
+            grad_norm = self.step(opt, loss, self.generator)
+        self.g_step_count += 1
+        if self.generator_ema is not None:
+            self.generator_ema.update_parameters(self.generator)
+        self.log_dict({"train/loss_g": loss, "train/grad_norm_g": grad_norm}, on_step=True, on_epoch=True,
+                      batch_size=n)
+
+    def step(self, opt, loss: Tensor, net: torch.nn.Module) -> Tensor:
+        """Backward and step of one player; returns the L2 norm of its gradient (averaged over ranks by DDP)."""
+        opt.zero_grad()
+        self.manual_backward(loss)
+        grad_norm = torch.nn.utils.get_total_norm([p.grad for p in net.parameters() if p.grad is not None])
+        opt.step()
+        return grad_norm
+
+    def check_finite(self, loss: Tensor, player: str, key: str) -> None:
+        """Stop before a non-finite loss reaches the weights, so the last checkpoint holds good ones."""
+        bad = (~torch.isfinite(loss.detach())).float()
+        if self._trainer is not None and self.trainer.world_size > 1:
+            bad = self.trainer.strategy.reduce(bad, reduce_op="sum")  # every rank stops, none waits in a collective
+        if bad > 0:
+            step = int(self.d_step_count if player == "discriminator" else self.g_step_count) + 1  # the one failing
+            raise GenzooError(
+                f"The {player} loss {key} became {loss.item()} at {player} step {step} (epoch {self.current_epoch}): "
+                f"lower model.lr (now {self.lr:g}), try model.label_smoothing=0.1 or model.instance_noise=0.1, "
+                "or check the data."
+            )
+
+    def configure_optimizers(self):
+        def adam(net):
+            return torch.optim.Adam(net.parameters(), lr=self.lr, betas=self.betas, weight_decay=self.weight_decay)
+
+        return adam(self.generator), adam(self.discriminator)
