@@ -1,6 +1,9 @@
-"""Callbacks written once for every model: sample grids, the run folder's metric files."""
+"""Callbacks written once for every model: sample grids, the run folder's metric files, pictures of a code space
+and the linear probe of an encoder."""
 
+from genzoo.callbacks.latent_pictures import LatentPictures
+from genzoo.callbacks.linear_probe import LinearProbe
 from genzoo.callbacks.metrics_file import MetricsFile
 from genzoo.callbacks.sample_grid import SampleGrid
 
-__all__ = ["MetricsFile", "SampleGrid"]
+__all__ = ["LatentPictures", "LinearProbe", "MetricsFile", "SampleGrid"]

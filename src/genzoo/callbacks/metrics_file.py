@@ -59,6 +59,6 @@ class MetricsFile(pl.Callback):
     @rank_zero_only
     def on_test_end(self, trainer: pl.Trainer, pl_module) -> None:
         self.final.update({k: v for k, v in scalar_metrics(trainer.callback_metrics).items()
-                           if k.startswith("test/")})
+                           if k.startswith(("test/", "probe/"))})  # the linear probe runs at test
         self.final["time_s"] = round(time.time() - self.start, 3)
         self._write_final()

@@ -13,13 +13,15 @@ from pytorch_lightning.utilities import rank_zero_only
 from torchvision.utils import make_grid, save_image
 
 
-def image_grid(x: torch.Tensor, levels: int, min_size: int = 32) -> torch.Tensor:
-    """(3, H', W') float grid in [0, 1] of integer images, upscaled (nearest) so small images stay legible."""
+def image_grid(x: torch.Tensor, levels: int, min_size: int = 32, nrow: int | None = None) -> torch.Tensor:
+    """(3, H', W') float grid in [0, 1] of integer images, upscaled (nearest) so small images stay legible.
+
+    ``nrow`` images per row (default: a square grid)."""
     images = x.float().div(levels - 1).clamp(0, 1)
     scale = max(1, math.ceil(min_size / images.shape[-1]))
     if scale > 1:
         images = F.interpolate(images, scale_factor=scale, mode="nearest")
-    nrow = max(1, int(math.ceil(math.sqrt(len(images)))))
+    nrow = nrow or max(1, int(math.ceil(math.sqrt(len(images)))))
     return make_grid(images, nrow=nrow, padding=2, pad_value=1.0)
 
 

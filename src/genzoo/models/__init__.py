@@ -1,7 +1,10 @@
 """Models: each a ``GenerativeModel`` (a LightningModule) that samples and may give a likelihood."""
 
+from genzoo.models.autoencoder import Autoencoder
 from genzoo.models.base import GenerativeModel
+from genzoo.models.dcgan import DCGAN
 from genzoo.models.gated_pixelcnn import GatedPixelCNN
 from genzoo.models.pixelcnn import PixelCNN
+from genzoo.models.vae import VAE
 
-__all__ = ["GatedPixelCNN", "GenerativeModel", "PixelCNN"]
+__all__ = ["Autoencoder", "DCGAN", "GatedPixelCNN", "GenerativeModel", "PixelCNN", "VAE"]

@@ -1,0 +1,130 @@
+"""Encoders and decoders shared by the autoencoder and the VAE: plain ``nn.Module``s between images and codes.
+
+* ``ConvEncoder`` / ``ConvDecoder``: a 3×3 convolution, then strided 4×4 convolutions that halve the image
+  (8 → 4; 28 → 14 → 7; 32 → … → 4; 64 → … → 4) while doubling the channels (at most 8×), and a linear layer to the
+  code; the decoder mirrors it with transposed convolutions, as in DCGAN-style autoencoders. Square grey or RGB
+  images of 8×8, 28×28, 32×32 and 64×64 pixels only, so that every halving is exact.
+* ``MLPEncoder`` / ``MLPDecoder``: ``depth`` tanh layers of ``hidden`` units, as in the VAE (Kingma & Welling
+  2014, appendix C) and IWAE (Burda et al. 2016) papers; any image shape.
+
+Encoders map ``(B, C, H, W)`` floats in [-1, 1] to ``(B, out_dim)``; decoders map ``(B, z_dim)`` to
+``(B, out_channels, H, W)``, where ``out_channels`` is whatever the model needs per pixel (C reconstructed values
+for the autoencoder, C·levels logits for the VAE). No normalisation layers: a code must not depend on the batch.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+from torch import Tensor, nn
+
+from genzoo.errors import GenzooError
+
+# image size → number of stride-2 halvings down to a 4×4 (7×7 for 28×28) feature map
+CONV_DOWNSAMPLINGS = {8: 1, 28: 2, 32: 3, 64: 4}
+ARCHS = ("conv", "mlp")
+
+
+def check_conv_shape(shape: Sequence[int]) -> None:
+    c, h, w = shape
+    if c not in (1, 3) or h != w or h not in CONV_DOWNSAMPLINGS:
+        raise GenzooError(
+            f"model.arch=conv supports square grey or RGB images of 8×8, 28×28, 32×32 and 64×64 pixels, not shape "
+            f"{list(shape)}: resize the data to one of these sizes or set model.arch=mlp."
+        )
+
+
+def _widths(channels: int, downsamplings: int) -> list[int]:
+    """Feature channels after the first convolution and after each halving."""
+    return [channels * min(2**i, 8) for i in range(downsamplings + 1)]
+
+
+class ConvEncoder(nn.Module):
+    def __init__(self, shape: Sequence[int], out_dim: int, channels: int = 32):
+        super().__init__()
+        check_conv_shape(shape)
+        c, size, _ = shape
+        n = CONV_DOWNSAMPLINGS[size]
+        widths = _widths(channels, n)
+        layers: list[nn.Module] = [nn.Conv2d(c, widths[0], 3, padding=1), nn.ReLU()]
+        for w_in, w_out in zip(widths[:-1], widths[1:]):
+            layers += [nn.Conv2d(w_in, w_out, 4, stride=2, padding=1), nn.ReLU()]
+        self.features = nn.Sequential(*layers, nn.Flatten())
+        self.out = nn.Linear(widths[-1] * (size >> n) ** 2, out_dim)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.out(self.features(x))
+
+
+class ConvDecoder(nn.Module):
+    def __init__(self, shape: Sequence[int], z_dim: int, out_channels: int, channels: int = 32):
+        super().__init__()
+        check_conv_shape(shape)
+        _, size, _ = shape
+        n = CONV_DOWNSAMPLINGS[size]
+        widths = _widths(channels, n)[::-1]
+        self.base = (widths[0], size >> n, size >> n)
+        self.input = nn.Sequential(nn.Linear(z_dim, math.prod(self.base)), nn.ReLU())
+        layers: list[nn.Module] = []
+        for w_in, w_out in zip(widths[:-1], widths[1:]):
+            layers += [nn.ConvTranspose2d(w_in, w_out, 4, stride=2, padding=1), nn.ReLU()]
+        self.up = nn.Sequential(*layers, nn.Conv2d(widths[-1], out_channels, 3, padding=1))
+
+    def forward(self, z: Tensor) -> Tensor:
+        return self.up(self.input(z).view(len(z), *self.base))  # (B, out_channels, H, W)
+
+
+def _mlp(sizes: list[int]) -> nn.Sequential:
+    """Linear layers with tanh between them (none after the last)."""
+    layers: list[nn.Module] = []
+    for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
+        layers.append(nn.Linear(a, b))
+        if i < len(sizes) - 2:
+            layers.append(nn.Tanh())
+    return nn.Sequential(*layers)
+
+
+class MLPEncoder(nn.Module):
+    def __init__(self, shape: Sequence[int], out_dim: int, hidden: int = 256, depth: int = 2):
+        super().__init__()
+        self.net = _mlp([math.prod(shape)] + [hidden] * depth + [out_dim])
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.net(x.flatten(1))
+
+
+class MLPDecoder(nn.Module):
+    def __init__(self, shape: Sequence[int], z_dim: int, out_channels: int, hidden: int = 256, depth: int = 2):
+        super().__init__()
+        _, h, w = shape
+        self.out_shape = (out_channels, h, w)
+        self.net = _mlp([z_dim] + [hidden] * depth + [math.prod(self.out_shape)])
+
+    def forward(self, z: Tensor) -> Tensor:
+        return self.net(z).view(len(z), *self.out_shape)  # (B, out_channels, H, W)
+
+
+def encoder_decoder(
+    arch: str,
+    shape: Sequence[int],
+    z_dim: int,
+    encoder_out: int,
+    decoder_out_channels: int,
+    channels: int = 32,
+    hidden: int = 256,
+    depth: int = 2,
+) -> tuple[nn.Module, nn.Module]:
+    """An encoder to ``encoder_out`` numbers and a decoder from ``z_dim`` to ``decoder_out_channels`` per pixel."""
+    if arch not in ARCHS:
+        raise GenzooError(f"model.arch={arch!r} is unknown: use 'conv' (8×8, 28×28, 32×32, 64×64 images) or "
+                          "'mlp' (any shape).")
+    if int(z_dim) < 1:
+        raise GenzooError(f"model.z_dim={z_dim} leaves no code: choose z_dim of 1 or more.")
+    if arch == "conv":
+        return (ConvEncoder(shape, encoder_out, channels),
+                ConvDecoder(shape, z_dim, decoder_out_channels, channels))
+    if int(depth) < 1 or int(hidden) < 1:
+        raise GenzooError(f"model.depth={depth} and model.hidden={hidden} make no MLP: choose both of 1 or more.")
+    return (MLPEncoder(shape, encoder_out, hidden, depth),
+            MLPDecoder(shape, z_dim, decoder_out_channels, hidden, depth))
