@@ -1,0 +1,135 @@
+"""What every genzoo datamodule shares: discrete images held as one uint8 tensor per split, batched by indexing.
+
+A batch is ``(x, y)``: ``x`` a uint8 tensor ``(B, C, H, W)`` with values in ``0 … levels-1``, ``y`` int64 labels
+(-1 where there are none). Models convert on the device.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+
+import pytorch_lightning as pl
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from genzoo.errors import GenzooError
+
+
+class ArrayDataset(Dataset):
+    """Images and labels already in memory; a whole batch is fetched with one indexing operation."""
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor):
+        assert images.dtype == torch.uint8 and images.ndim == 4, images.shape
+        assert len(images) == len(labels)
+        self.images, self.labels = images, labels
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, i):
+        return self.images[i], self.labels[i]
+
+    def __getitems__(self, indices: list[int]):
+        # The DataLoader hands us a batch's indices at once: index the tensors instead of stacking B samples.
+        idx = torch.as_tensor(indices)
+        return self.images[idx], self.labels[idx]
+
+
+def _keep_batch(batch):
+    """Collate for ``ArrayDataset``: ``__getitems__`` already returned the stacked batch."""
+    return batch
+
+
+class ImageDataModule(pl.LightningDataModule, ABC):
+    """Base for datamodules of discrete images.
+
+    Subclasses set the facts of their data (``SHAPE``, ``LEVELS``, ``NUM_CLASSES``, ``NAME``) and implement
+    ``load_splits()`` returning ``{"train"|"val"|"test": (images uint8 (N, C, H, W), labels int64 (N,))}``.
+    The YAML states the same facts so model configs can interpolate them; the constructor checks they agree.
+    """
+
+    NAME: str = ""
+    SHAPE: tuple[int, int, int] | None = None
+    LEVELS: int | None = None
+    NUM_CLASSES: int | None = None
+
+    def __init__(
+        self,
+        shape: Sequence[int],
+        levels: int,
+        num_classes: int = 0,
+        batch_size: int = 64,
+        eval_batch_size: int | None = None,
+        num_workers: int = 0,
+        split_seed: int = 0,
+    ):
+        super().__init__()
+        self.shape = tuple(int(s) for s in shape)
+        self.levels = int(levels)
+        self.num_classes = int(num_classes)
+        self.batch_size = int(batch_size)
+        self.eval_batch_size = int(eval_batch_size or batch_size)
+        self.num_workers = int(num_workers)
+        self.split_seed = int(split_seed)
+        self._check_facts()
+        self.splits: dict[str, ArrayDataset] = {}
+
+    def _check_facts(self) -> None:
+        facts = {"shape": self.SHAPE, "levels": self.LEVELS, "num_classes": self.NUM_CLASSES}
+        given = {"shape": self.shape, "levels": self.levels, "num_classes": self.num_classes}
+        for key, true in facts.items():
+            if true is not None and tuple(_as_tuple(true)) != tuple(_as_tuple(given[key])):
+                raise GenzooError(
+                    f"data.{key}={_fmt(given[key])} does not match the {self.NAME} data, whose {key} is "
+                    f"{_fmt(true)}: remove the override of data.{key} (the data's YAML states the right value)."
+                )
+
+    @abstractmethod
+    def load_splits(self) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+        """Images (uint8 ``(N, C, H, W)``) and labels (int64 ``(N,)``) of the train, val and test splits."""
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.splits:
+            return
+        for name, (images, labels) in self.load_splits().items():
+            if tuple(images.shape[1:]) != self.shape:
+                raise GenzooError(
+                    f"The {self.NAME} {name} split has images of shape {tuple(images.shape[1:])}, not "
+                    f"data.shape={list(self.shape)}: set data.shape to match the files."
+                )
+            if len(images) and int(images.max()) >= self.levels:
+                raise GenzooError(
+                    f"The {self.NAME} {name} split has values up to {int(images.max())}, more than "
+                    f"data.levels={self.levels} allows: set data.levels to {int(images.max()) + 1} or more."
+                )
+            self.splits[name] = ArrayDataset(images, labels)
+
+    def _loader(self, split: str, shuffle: bool) -> DataLoader:
+        self.setup()
+        return DataLoader(
+            self.splits[split],
+            batch_size=self.batch_size if split == "train" else self.eval_batch_size,
+            shuffle=shuffle,
+            drop_last=False,
+            collate_fn=_keep_batch,
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val", shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test", shuffle=False)
+
+
+def _as_tuple(v):
+    return tuple(v) if isinstance(v, (list, tuple)) else (v,)
+
+
+def _fmt(v):
+    return list(v) if isinstance(v, (list, tuple)) else v
