@@ -22,7 +22,7 @@ import torch
 from pytorch_lightning.utilities import rank_zero_only
 from torchvision.utils import save_image
 
-from genzoo.callbacks.sample_grid import image_grid, log_grid
+from genzoo.callbacks.sample_grid import due, image_grid, log_grid
 
 
 def has_code(pl_module) -> bool:
@@ -88,11 +88,8 @@ class LatentPictures(pl.Callback):
         pl_module.train(was_training)
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module) -> None:
-        epoch = trainer.current_epoch + 1
-        last = trainer.max_epochs is not None and epoch >= trainer.max_epochs
-        if trainer.sanity_checking or not (epoch % self.every_n_epochs == 0 or last):
-            return
-        self.draw(trainer, pl_module, f"epoch_{epoch:03d}")
+        if due(trainer, self.every_n_epochs):
+            self.draw(trainer, pl_module, f"epoch_{trainer.current_epoch + 1:03d}")
 
     def on_test_end(self, trainer: pl.Trainer, pl_module) -> None:
         self.draw(trainer, pl_module, "test")

@@ -25,6 +25,13 @@ def image_grid(x: torch.Tensor, levels: int, min_size: int = 32, nrow: int | Non
     return make_grid(images, nrow=nrow, padding=2, pad_value=1.0)
 
 
+def due(trainer: pl.Trainer, every_n_epochs: int) -> bool:
+    """True at the end of every ``every_n_epochs``-th training epoch and of the last one."""
+    epoch = trainer.current_epoch + 1
+    last = trainer.max_epochs is not None and epoch >= trainer.max_epochs
+    return not trainer.sanity_checking and (epoch % every_n_epochs == 0 or last)
+
+
 def log_grid(trainer: pl.Trainer, key: str, grid: torch.Tensor, path: Path) -> None:
     """Send a grid already saved at ``path`` to the W&B and TensorBoard loggers (rank zero only)."""
     for logger in trainer.loggers:
@@ -55,8 +62,5 @@ class SampleGrid(pl.Callback):
         return path
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module) -> None:
-        epoch = trainer.current_epoch + 1
-        last = trainer.max_epochs is not None and epoch >= trainer.max_epochs
-        if trainer.sanity_checking or not (epoch % self.every_n_epochs == 0 or last):
-            return
-        self.draw(trainer, pl_module, f"epoch_{epoch:03d}")
+        if due(trainer, self.every_n_epochs):
+            self.draw(trainer, pl_module, f"epoch_{trainer.current_epoch + 1:03d}")

@@ -12,13 +12,15 @@ WGAN-GP would add a ``penalty(discriminator, real, fake)`` term that ``DCGAN.dis
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
+
 import torch.nn.functional as F
 from torch import Tensor
 
 from genzoo.errors import GenzooError
 
 
-class GANLoss:
+class GANLoss(ABC):
     def discriminator(self, real_logits: Tensor, fake_logits: Tensor, real_target: float = 1.0) -> Tensor:
         """Binary cross-entropy of D, the negated value of the game (shared by both losses below):
 
@@ -31,8 +33,9 @@ class GANLoss:
         fake = F.softplus(fake_logits).mean()
         return real + fake
 
+    @abstractmethod
     def generator(self, fake_logits: Tensor) -> Tensor:
-        raise NotImplementedError
+        """The generator's loss from D's logits on fakes; each game defines its own."""
 
 
 class Minimax(GANLoss):
