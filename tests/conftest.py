@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import torch
 
 # In-process tests never reach W&B's servers either.
 os.environ["WANDB_MODE"] = "offline"
@@ -92,3 +93,13 @@ class GenzooCli:
 def cli() -> GenzooCli:
     assert (BIN / "genzoo-train").is_file(), f"genzoo-train is not installed beside {sys.executable}"
     return GenzooCli()
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """One torch thread for a module of tiny tensors: a second thread only adds synchronisation, and on a busy
+    machine waits for a core."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -22,13 +22,7 @@ from genzoo.models import Autoencoder
 PROBE_KEYS = {f"probe/{prefix}acc_{p}pct" for prefix in ("", "raw_", "random_") for p in (1, 10, 100)}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """These tensors are tiny: a second thread only adds synchronisation, and on a busy machine waits for a core."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.mark.parametrize("size", [8, 28, 32, 64])

@@ -23,13 +23,7 @@ from genzoo.models import VAE
 from genzoo.models.vae import diagonal_normal_log_prob, gaussian_kl, standard_normal_log_prob
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """These tensors are tiny: a second thread only adds synchronisation, and on a busy machine waits for a core."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def mean_and_se(draws: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
