@@ -58,15 +58,31 @@ def write_run_files(run_dir: Path, cfg: DictConfig) -> None:
     (run_dir / "env.json").write_text(json.dumps(environment(), indent=2) + "\n")
 
 
+def check_checkpoint(path: Path) -> None:
+    """Fail before training when ``path`` cannot be read back (truncated, corrupt, or not a checkpoint)."""
+    import torch
+
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=True)  # mmap: tensors are not read
+    except Exception as e:  # noqa: BLE001 - any failure to read means the same thing to the user
+        raise GenzooError(f"{path} is not a readable checkpoint ({type(e).__name__}: it is truncated, corrupt or "
+                          "not a Lightning checkpoint): resume from another file in its checkpoints/ folder, or "
+                          "start a new run.") from None
+    if not isinstance(ckpt, dict) or "state_dict" not in ckpt:
+        raise GenzooError(f"{path} holds no model weights (no 'state_dict'): give a checkpoint written by "
+                          "genzoo-train.")
+
+
 def find_checkpoint(path: str | Path) -> tuple[Path, Path | None]:
     """(checkpoint, its run folder or None) for a run folder or a checkpoint file given to ``resume=``."""
     p = Path(path).expanduser().resolve()
     if p.is_dir():
-        ckpt = p / "checkpoints" / "last.ckpt"
-        if not ckpt.is_file():
+        # the newer of the end-of-epoch checkpoint and the every-N-steps one: a killed run continues from there
+        candidates = [c for c in [p / "checkpoints" / "last.ckpt", *p.glob("checkpoints/step*.ckpt")] if c.is_file()]
+        if not candidates:
             raise GenzooError(f"resume={path} is a folder without checkpoints/last.ckpt: give a genzoo run folder "
                               "that has saved a checkpoint, or the path of a .ckpt file.")
-        return ckpt, p
+        return max(candidates, key=lambda c: c.stat().st_mtime_ns), p
     if not p.is_file():
         raise GenzooError(f"resume={path} does not exist: give a genzoo run folder or a .ckpt file.")
     run_dir = p.parent.parent if p.parent.name == "checkpoints" else None

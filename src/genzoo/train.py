@@ -10,6 +10,7 @@ Config → checks → run folder → data, model, loggers, callbacks → fit →
 
 from __future__ import annotations
 
+import errno
 import secrets
 from pathlib import Path
 
@@ -23,10 +24,11 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from pytorch_lightning.callbacks import LearningRateMonitor
 from pytorch_lightning.utilities import rank_zero_only
 
+from genzoo.checkpointing import AtomicCheckpointIO, LoaderPosition, RngState
 from genzoo.config import build
 from genzoo.errors import GenzooError
 from genzoo.loggers import build_loggers, finish_wandb
-from genzoo.runs import find_checkpoint, write_run_files
+from genzoo.runs import check_checkpoint, find_checkpoint, write_run_files
 
 
 def relocate(cfg: DictConfig, old: str, new: str) -> DictConfig:
@@ -48,6 +50,7 @@ def relocate(cfg: DictConfig, old: str, new: str) -> DictConfig:
 def resumed_config(cfg: DictConfig) -> tuple[DictConfig, Path]:
     """The saved config of the run named by ``resume=``, with this command's plain ``key=value`` overrides."""
     ckpt, run_dir = find_checkpoint(cfg.resume)
+    check_checkpoint(ckpt)
     if run_dir is None:  # a bare checkpoint: continue it with the config of this command, in a new folder
         return cfg, ckpt
     saved = OmegaConf.load(run_dir / "config.yaml")
@@ -108,10 +111,12 @@ def train(cfg: DictConfig) -> float | None:
         write_run_files(run_dir, cfg)
 
     callbacks = [build(c, "callbacks") for c in (cfg.callbacks or {}).values() if c is not None]
+    callbacks += [RngState(), LoaderPosition()]  # not optional: they make a resumed run continue exactly
     loggers = build_loggers(cfg, run_dir)
     if not loggers:  # LearningRateMonitor refuses a trainer without a logger; metrics.jsonl still gets the metrics
         callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
-    trainer = build(trainer_cfg, "trainer", callbacks=callbacks, logger=loggers or False)
+    trainer = build(trainer_cfg, "trainer", callbacks=callbacks, logger=loggers or False,
+                    plugins=[AtomicCheckpointIO()])
 
     failed = True
     try:
@@ -121,6 +126,11 @@ def train(cfg: DictConfig) -> float | None:
             best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
             trainer.test(model, datamodule=datamodule, ckpt_path=best or None, verbose=True)
         failed = False
+    except OSError as e:
+        if e.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        raise GenzooError(f"The disk is full ({e.filename or run_dir}), so the run stopped; its checkpoints are "
+                          f"whole: free some space and continue with resume={run_dir}.") from None
     finally:
         finish_wandb(failed)
     return float(monitored) if monitored is not None else None

@@ -36,6 +36,20 @@ class MetricsFile(pl.Callback):
         tmp.replace(self.dirpath / "metrics.json")
 
     @rank_zero_only
+    def on_train_start(self, trainer: pl.Trainer, pl_module) -> None:
+        # A run killed after writing an epoch's line but before its checkpoint trains that epoch again on resume:
+        # keep one line per epoch, the one the finished run will have written.
+        path = self.dirpath / "metrics.jsonl"
+        if trainer.ckpt_path is None or not path.is_file():
+            return
+        lines = path.read_text().splitlines(keepends=True)
+        kept = [line for line in lines if line.strip() and json.loads(line)["epoch"] < trainer.current_epoch]
+        if len(kept) != len(lines):
+            tmp = path.with_name("metrics.jsonl.tmp")
+            tmp.write_text("".join(kept))
+            tmp.replace(path)
+
+    @rank_zero_only
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module) -> None:
         if trainer.sanity_checking:
             return

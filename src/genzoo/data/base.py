@@ -6,6 +6,7 @@ A batch is ``(x, y)``: ``x`` a uint8 tensor ``(B, C, H, W)`` with values in ``0 
 
 from __future__ import annotations
 
+import os
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 
@@ -13,6 +14,7 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from genzoo.data.sampler import ResumableLoader, ResumableSampler
 from genzoo.errors import GenzooError
 
 
@@ -118,7 +120,33 @@ class ImageDataModule(pl.LightningDataModule, ABC):
         )
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader("train", shuffle=True)
+        """Shuffled by (seed, epoch) and saved in checkpoints, so a run resumed mid-epoch replays the same order."""
+        self.setup()
+        trainer = self.trainer
+        sampler = ResumableSampler(
+            len(self.splits["train"]),
+            seed=int(os.environ.get("PL_GLOBAL_SEED", 0)),  # the run's `seed`, set by seed_everything
+            epoch=(lambda: trainer.current_epoch) if trainer is not None else None,
+            num_replicas=trainer.world_size if trainer is not None else 1,
+            rank=trainer.global_rank if trainer is not None else 0,
+        )
+
+        def progress() -> tuple[int, int]:  # (epoch, batches trained in it) when a checkpoint is written
+            return trainer.current_epoch, trainer.fit_loop.epoch_loop.batch_progress.current.processed
+
+        return ResumableLoader(
+            self.splits["train"],
+            batch_size=self.batch_size,
+            sampler=sampler,
+            drop_last=False,
+            collate_fn=_keep_batch,
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+            # the loader's base seed for workers comes from its own generator, not from the global one that
+            # dropout uses, so making an iterator on resume does not shift the global stream
+            generator=torch.Generator().manual_seed(sampler.seed),
+            progress=progress,
+        )
 
     def val_dataloader(self) -> DataLoader:
         return self._loader("val", shuffle=False)

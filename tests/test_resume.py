@@ -1,0 +1,159 @@
+"""Fault tolerance: a run killed at any moment continues exactly, and no checkpoint is ever half-written."""
+
+from __future__ import annotations
+
+import errno
+import json
+import random
+import shutil
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from genzoo.checkpointing import AtomicCheckpointIO, RngState
+from genzoo.data.sampler import ResumableSampler
+from genzoo.errors import GenzooError
+
+# A small PixelCNN with dropout (so the restored RNG matters), checkpoints every 7 steps: 1437 digits in batches of
+# 32 make 45 steps an epoch, so the step checkpoints of epoch 1 (49, 56, …, 84) all lie inside it.
+STEPS_PER_EPOCH, EVERY = 45, 7
+RUN = ["logger=csv", "test=false", "trainer.max_epochs=2", "data.batch_size=32", "model.channels=16",
+       "model.blocks=2", "model.head_channels=16", "model.dropout=0.3", "callbacks.progress_bar=null",
+       "trainer.enable_model_summary=false", f"callbacks.step_checkpoint.every_n_train_steps={EVERY}"]
+
+
+def final_state(run_dir: Path) -> tuple[dict, dict]:
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    weights = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
+    return metrics, weights
+
+
+@pytest.mark.slow
+def test_run_killed_mid_epoch_and_resumed_ends_as_an_uninterrupted_run(cli, tmp_path):
+    whole = cli.train(*RUN, f"hydra.run.dir={tmp_path / 'whole'}", workdir=tmp_path)
+    assert whole.returncode == 0, whole.tail()
+
+    killed_dir = tmp_path / "killed"
+    command = [f"hydra.run.dir={killed_dir}" if a.startswith("hydra.run.dir=") else a for a in whole.args]
+    proc = subprocess.Popen(command, cwd=tmp_path, env=cli.env(tmp_path), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 300
+        while not list(killed_dir.glob("checkpoints/step00000[4-9]*.ckpt")):  # a step checkpoint of epoch 1
+            assert proc.poll() is None, "the run ended before it could be killed"
+            assert time.time() < deadline, "no step checkpoint appeared"
+            time.sleep(0.005)
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+
+    ckpts = [*killed_dir.glob("checkpoints/step*.ckpt"), killed_dir / "checkpoints" / "last.ckpt"]
+    newest = max((c for c in ckpts if c.is_file()), key=lambda c: c.stat().st_mtime_ns)
+    step = torch.load(newest, weights_only=True)["global_step"]
+    assert step % STEPS_PER_EPOCH != 0, f"killed at an epoch boundary ({newest.name}), not mid-epoch"
+    for c in ckpts:  # every checkpoint on disk is whole, whatever moment the kill hit
+        if c.is_file():
+            torch.load(c, weights_only=True)
+
+    resumed = cli.train(f"resume={killed_dir}", workdir=tmp_path)
+    assert resumed.returncode == 0, resumed.tail()
+    assert f"Restoring states from the checkpoint path at {newest}" in resumed.output
+
+    (m_whole, w_whole), (m_resumed, w_resumed) = final_state(tmp_path / "whole"), final_state(killed_dir)
+    assert m_resumed["steps"] == m_whole["steps"] == 2 * STEPS_PER_EPOCH
+    for key in ("val/bpd", "train/loss_step"):
+        assert m_resumed[key] == pytest.approx(m_whole[key], rel=1e-6, abs=1e-7), key
+    for name, w in w_whole.items():
+        torch.testing.assert_close(w_resumed[name], w, rtol=1e-6, atol=1e-7, msg=name)
+    epochs = [json.loads(line)["epoch"] for line in (killed_dir / "metrics.jsonl").read_text().splitlines()]
+    assert epochs == [0, 1], "one metrics line per epoch after a resume"
+
+
+def test_resumable_sampler_replays_its_epoch_order_and_skips_what_was_trained():
+    sampler = ResumableSampler(10, seed=3)
+    sampler.set_epoch(4)
+    order = list(sampler)
+    assert sorted(order) == list(range(10))
+    assert list(sampler) == order, "an epoch's order is a function of (seed, epoch)"
+    sampler.set_epoch(5)
+    assert list(sampler) != order
+    assert list(ResumableSampler(10, seed=4, epoch=lambda: 4)) != order, "the seed changes the order"
+
+    sampler.skip(epoch=5, samples=6)
+    assert list(sampler) == list(ResumableSampler(10, seed=3, epoch=lambda: 5))[6:]
+    assert len(list(sampler)) == 10, "the skip applies to one iterator only"
+    sampler.skip(epoch=4, samples=6)
+    assert len(list(sampler)) == 10, "a skip saved in another epoch is ignored"
+
+
+def test_resumable_sampler_splits_one_permutation_between_ranks():
+    ranks = [list(ResumableSampler(11, seed=0, epoch=lambda: 2, num_replicas=3, rank=r)) for r in range(3)]
+    assert {len(r) for r in ranks} == {4}, "every rank gets as many indices (padded by wrapping around)"
+    together = [i for r in ranks for i in r]
+    assert sorted(set(together)) == list(range(11)) and len(together) == 12
+
+
+def test_rng_state_round_trips_through_a_weights_only_checkpoint(tmp_path):
+    random.seed(1), np.random.seed(1), torch.manual_seed(1)
+    np.random.randn(3)  # a cached Gaussian is part of NumPy's state
+    path = tmp_path / "rng.ckpt"
+    AtomicCheckpointIO().save_checkpoint({"rng": RngState().state_dict()}, path)
+    expected = (random.random(), np.random.randn(3).tolist(), torch.rand(3).tolist())
+
+    random.seed(99), np.random.seed(99), torch.manual_seed(99)
+    RngState().load_state_dict(torch.load(path, weights_only=True)["rng"])
+    assert (random.random(), np.random.randn(3).tolist(), torch.rand(3).tolist()) == expected
+
+
+def test_checkpoint_write_is_atomic_and_a_failed_write_keeps_the_last_good_file(tmp_path, monkeypatch):
+    io = AtomicCheckpointIO()
+    path = tmp_path / "checkpoints" / "last.ckpt"
+    io.save_checkpoint({"step": 1, "w": torch.ones(3)}, path)
+
+    # serialisation fails (an object torch cannot pickle): nothing on disk changes
+    with pytest.raises(Exception):
+        io.save_checkpoint({"step": 2, "bad": lambda: 0}, path)
+    assert torch.load(path, weights_only=True)["step"] == 1
+
+    # the disk fills while writing: one sentence, the old file intact, no temporary file left
+    def full(fd):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr("genzoo.checkpointing.os.fsync", full)
+    with pytest.raises(GenzooError, match=r"disk holding .*checkpoints is full.*last good checkpoint .*intact"):
+        io.save_checkpoint({"step": 3, "w": torch.zeros(3)}, path)
+    assert torch.load(path, weights_only=True)["step"] == 1
+    assert sorted(p.name for p in path.parent.iterdir()) == ["last.ckpt"]
+
+
+def test_resume_picks_the_newer_of_the_epoch_and_step_checkpoints(tmp_path):
+    from genzoo.runs import find_checkpoint
+
+    ckpts = tmp_path.resolve() / "run" / "checkpoints"
+    ckpts.mkdir(parents=True)
+    (tmp_path / "run" / "config.yaml").write_text("{}\n")
+    for name in ("last.ckpt", "step0000049.ckpt"):
+        (ckpts / name).write_bytes(b"x")
+        time.sleep(0.01)
+    assert find_checkpoint(tmp_path / "run") == (ckpts / "step0000049.ckpt", ckpts.parent)
+    shutil.copy(ckpts / "step0000049.ckpt", ckpts / "last.ckpt")  # an epoch ended after the step checkpoint
+    assert find_checkpoint(tmp_path / "run")[0] == ckpts / "last.ckpt"
+
+
+def test_resume_from_a_truncated_checkpoint_stops_with_one_sentence(cli, tmp_path):
+    run_dir = tmp_path / "run"
+    (run_dir / "checkpoints").mkdir(parents=True)
+    whole = tmp_path / "whole.ckpt"
+    torch.save({"state_dict": {"w": torch.ones(1000)}, "global_step": 3}, whole)
+    (run_dir / "checkpoints" / "last.ckpt").write_bytes(whole.read_bytes()[: whole.stat().st_size // 2])
+
+    run = cli.train(f"resume={run_dir}", workdir=tmp_path / "work")
+    assert run.returncode != 0 and "Traceback" not in run.output, run.tail()
+    assert "last.ckpt is not a readable checkpoint" in run.stderr and "truncated" in run.stderr, run.tail()
+    assert not list((tmp_path / "work").glob("outputs/runs/*/checkpoints/*")), "no new checkpoint was written"
