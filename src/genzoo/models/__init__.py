@@ -3,8 +3,10 @@
 from genzoo.models.autoencoder import Autoencoder
 from genzoo.models.base import GenerativeModel
 from genzoo.models.dcgan import DCGAN
+from genzoo.models.diagonal_bilstm import DiagonalBiLSTM
 from genzoo.models.gated_pixelcnn import GatedPixelCNN
 from genzoo.models.pixelcnn import PixelCNN
+from genzoo.models.row_lstm import RowLSTM
 from genzoo.models.vae import VAE
 
-__all__ = ["Autoencoder", "DCGAN", "GatedPixelCNN", "GenerativeModel", "PixelCNN", "VAE"]
+__all__ = ["Autoencoder", "DCGAN", "DiagonalBiLSTM", "GatedPixelCNN", "GenerativeModel", "PixelCNN", "RowLSTM", "VAE"]
