@@ -121,7 +121,12 @@ def train(cfg: DictConfig) -> float | None:
     failed = True
     try:
         trainer.fit(model, datamodule=datamodule, ckpt_path=str(ckpt_path) if ckpt_path else None)
-        monitored = trainer.callback_metrics.get(model.monitor) if model.monitor else None
+        # a search optimises what gets tested: the best checkpoint's score, not the last epoch's
+        ckpt = trainer.checkpoint_callback
+        if ckpt is not None and ckpt.best_model_score is not None:
+            monitored = ckpt.best_model_score
+        else:
+            monitored = trainer.callback_metrics.get(model.monitor) if model.monitor else None
         if cfg.test:
             best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
             trainer.test(model, datamodule=datamodule, ckpt_path=best or None, verbose=True)

@@ -1,0 +1,289 @@
+"""genzoo-report: a run folder or a sweep folder → report.md, report.html and PNG plots beside them.
+
+    genzoo-report outputs/sweeps/2026-11-25_19-30-00_a1b2c3      # every job of a sweep
+    genzoo-report outputs/runs/2026-11-25_12-00-00_d4e5f6        # one run
+    genzoo-report outputs/sweeps --out reports/all --wandb        # several sweeps at once, also to W&B
+
+Everything comes from the runs' own files (``config.yaml``, ``metrics.jsonl``, ``metrics.json``, ``samples/``,
+``.hydra/overrides.yaml``), so it works offline and whatever logger the runs used. Runs are grouped by the swept
+keys — the overrides that differ between runs (or, without Hydra's record, the config values that differ) — with
+``seed`` left out, so each group's final metrics are a mean ± sample standard deviation over its seeds. Where the
+experiment's config names ``published`` numbers, they stand beside the group's own.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import re
+import statistics
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from genzoo.report_render import render_html, render_markdown
+
+# Config keys that differ between runs without being a choice of the experimenter (folders, ids, the numbers an
+# experiment quotes).
+IGNORED_PREFIXES = ("paths.", "logger.", "hydra.", "resume", "task_name", "published", "reached")
+IGNORED_SUFFIXES = ("dir", "dirpath", "_path")
+SAMPLE_GRID = re.compile(r"^epoch_(\d+)\.png$")
+
+
+@dataclass
+class Run:
+    path: Path
+    config: dict
+    final: dict
+    history: list[dict]
+    overrides: list[str] | None
+
+    @property
+    def seed(self):
+        return self.config.get("seed")
+
+    def sample_grid(self) -> Path | None:
+        """The latest ``samples/epoch_NNN.png`` the SampleGrid callback wrote, if any."""
+        grids = [(int(m.group(1)), p) for p in (self.path / "samples").glob("epoch_*.png")
+                 if (m := SAMPLE_GRID.match(p.name))]
+        return max(grids)[1] if grids else None
+
+
+@dataclass
+class Group:
+    key: tuple[tuple[str, str], ...]  # the swept (key, value) pairs, seed left out
+    runs: list[Run] = field(default_factory=list)
+
+    @property
+    def label(self) -> str:
+        if len(self.key) == 1:  # one swept key: its value says it all (the table names the key)
+            return str(self.key[0][1])
+        return ", ".join(f"{k}={v}" for k, v in self.key) or "all runs"
+
+    @property
+    def seeds(self) -> list:
+        return [r.seed for r in self.runs]
+
+
+def read_json_lines(path: Path) -> list[dict]:
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def load_run(path: Path) -> Run:
+    config = yaml.safe_load((path / "config.yaml").read_text()) or {}
+    final = json.loads((path / "metrics.json").read_text()) if (path / "metrics.json").is_file() else {}
+    overrides_file = path / ".hydra" / "overrides.yaml"
+    overrides = yaml.safe_load(overrides_file.read_text()) if overrides_file.is_file() else None
+    return Run(path, config, final, read_json_lines(path / "metrics.jsonl"), overrides)
+
+
+def find_runs(root: Path) -> list[Run]:
+    """The run folders at or under ``root``: each holds a genzoo config.yaml (Hydra's .hydra/ copies left out)."""
+    if (root / "config.yaml").is_file():
+        return [load_run(root)]
+    dirs = sorted({p.parent for p in root.rglob("config.yaml")
+                   if ".hydra" not in p.relative_to(root).parts and "wandb" not in p.relative_to(root).parts},
+                  key=lambda p: [int(s) if s.isdigit() else s for s in re.split(r"(\d+)", str(p))])
+    return [load_run(d) for d in dirs]
+
+
+def flatten(node, prefix: str = "") -> dict[str, object]:
+    if isinstance(node, dict):
+        out = {}
+        for k, v in node.items():
+            out.update(flatten(v, f"{prefix}{k}."))
+        return out
+    return {prefix[:-1]: json.dumps(node) if isinstance(node, (list, dict)) else node}
+
+
+def is_seed(key: str) -> bool:
+    return key == "seed" or key.endswith(".seed")  # e.g. callbacks.linear_probe.seed: ${seed}
+
+
+def ignored(key: str) -> bool:
+    return key.startswith(IGNORED_PREFIXES) or key.endswith(IGNORED_SUFFIXES)
+
+
+def override_pairs(run: Run) -> dict[str, str]:
+    pairs = {}
+    for item in run.overrides or []:
+        key, _, value = item.partition("=")
+        pairs[key.lstrip("+~")] = value
+    return pairs
+
+
+def config_pairs(run: Run) -> dict[str, str]:
+    """The run's config as dotted keys, a node built from another ``_target_`` collapsed to that class."""
+    flat = {k: v for k, v in flatten(run.config).items() if not ignored(k)}
+    targets = {k[: -len("._target_")]: str(v).rsplit(".", 1)[-1] for k, v in flat.items() if k.endswith("._target_")}
+    return {**{k: str(v) for k, v in flat.items()}, **{f"{node}": cls for node, cls in targets.items()}}
+
+
+def swept_keys(runs: list[Run]) -> tuple[list[str], dict[Path, dict[str, str]]]:
+    """Keys whose values differ between runs, and each run's value of them. Hydra's overrides when every run has
+    them (``model=gated_pixelcnn`` rather than thirty changed model keys), else the config's differences."""
+    use_overrides = all(r.overrides is not None for r in runs)
+    values = {r.path: (override_pairs(r) if use_overrides else config_pairs(r)) for r in runs}
+    keys = sorted({k for v in values.values() for k in v})
+    differing = [k for k in keys if not ignored(k) and len({v.get(k, "—") for v in values.values()}) > 1]
+    if not use_overrides:
+        # A node chosen by its class (model=PixelCNN): its own keys follow from that choice.
+        nodes = [k for k in differing if any(d.startswith(k + ".") for d in differing)
+                 and any(k + "._target_" == d for d in differing)]
+        differing = [k for k in differing if not k.endswith("._target_")
+                     and not any(k.startswith(n + ".") for n in nodes)]
+        differing = fewest_keys(differing, values)
+    return differing, values
+
+
+def fewest_keys(keys: list[str], values: dict[Path, dict[str, str]]) -> list[str]:
+    """The fewest keys that still tell the runs' groups apart, shallow keys first: values that follow another
+    choice (trainer.max_epochs set by the experiment, a monitor interpolated from the model) add no group."""
+    def count(chosen):
+        return len({tuple(v.get(k, "—") for k in chosen) for v in values.values()})
+
+    seeds = [k for k in keys if is_seed(k)]
+    rest = sorted((k for k in keys if not is_seed(k)), key=lambda k: (k.count("."), len(k), k))
+    full, chosen = count(rest), []
+    for key in rest:
+        if count(chosen) == full:
+            break
+        if count(chosen + [key]) > count(chosen):
+            chosen.append(key)
+    return sorted(chosen) + seeds
+
+
+def group_runs(runs: list[Run]) -> tuple[list[Group], list[str]]:
+    keys, values = swept_keys(runs)
+    group_keys = [k for k in keys if not is_seed(k)]
+    groups: dict[tuple, Group] = {}
+    for run in runs:
+        key = tuple((k, values[run.path].get(k, "—")) for k in group_keys)
+        groups.setdefault(key, Group(key)).runs.append(run)
+    return list(groups.values()), group_keys
+
+
+def summary_keys(runs: list[Run]) -> list[str]:
+    """Final metrics worth a column: test metrics, probe accuracies of the encoder, the best monitored value."""
+    keys = {k for r in runs for k, v in r.final.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    test = sorted(k for k in keys if k.startswith("test/") and not k.endswith("_step"))
+    probe = sorted((k for k in keys if re.match(r"probe/acc_[\d.]+pct$", k)),
+                   key=lambda k: float(re.findall(r"[\d.]+", k)[0]))
+    return test + probe + [k for k in ("best_score", "time_s") if k in keys]
+
+
+def mean_std(values: list[float]) -> tuple[float, float | None]:
+    """Mean and sample standard deviation (n − 1), None for a single value."""
+    return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else None)
+
+
+def metric_value(run: Run, key: str) -> float | None:
+    """A final metric; ``…_nats`` keys not logged as such come from the logged ``…_bpd`` (nats per image)."""
+    value = run.final.get(key)
+    if isinstance(value, (int, float)) and math.isfinite(value):
+        return float(value)
+    if key.endswith("nats"):
+        bpd = run.final.get(key[: -len("nats")] + "bpd")
+        shape = (run.config.get("data") or {}).get("shape")
+        if isinstance(bpd, (int, float)) and shape:
+            return float(bpd) * math.prod(shape) * math.log(2)
+    return None
+
+
+def summarise(group: Group, key: str) -> dict | None:
+    values = [v for r in group.runs if (v := metric_value(r, key)) is not None]
+    if not values:
+        return None
+    mean, std = mean_std(values)
+    return {"mean": mean, "std": std, "n": len(values)}
+
+
+def published_rows(groups: list[Group]) -> list[dict]:
+    """One row per number an experiment names — ``published`` (the literature) or ``reached`` (what genzoo reached
+    before with the same file) — with the group's own value of that metric."""
+    rows = []
+    for group in groups:
+        for kind in ("published", "reached"):
+            for entry in group.runs[0].config.get(kind) or []:
+                rows.append({"group": group.label, "kind": kind, **entry, "ours": summarise(group, entry["metric"])})
+    return rows
+
+
+def build_report(root: Path, out: Path) -> dict:
+    from genzoo.report_plots import plot_curves, plot_probe, plot_samples
+
+    runs = find_runs(root)
+    if not runs:
+        raise SystemExit(f"genzoo-report: no run folders (folders with a config.yaml) under {root}: give a "
+                         "run folder or a sweep folder of genzoo-train.")
+    groups, group_keys = group_runs(runs)
+    columns = summary_keys(runs)
+    rows = [{"group": dict(g.key), "label": g.label, "seeds": g.seeds, "runs": [str(r.path) for r in g.runs],
+             "metrics": {k: summarise(g, k) for k in columns}} for g in groups]
+    # genzoo.sweeps' record of the sweep (or of each sweep, for a folder of sweeps)
+    failed = [j for f in sorted([*root.glob("sweep.json"), *root.glob("*/sweep.json")])
+              for j in json.loads(f.read_text()).get("jobs", []) if j.get("status") == "failed"]
+    out.mkdir(parents=True, exist_ok=True)
+    plots = [p for p in (plot_curves(groups, out / "curves.png"), plot_samples(groups, out / "samples.png"),
+                         plot_probe(groups, out / "probe.png")) if p is not None]
+    wandb_cfg = ((runs[0].config.get("logger") or {}).get("wandb") or {})
+    report = {"root": str(root), "group_keys": group_keys, "columns": columns, "rows": rows,
+              "wandb": {"project": wandb_cfg.get("project") or "genzoo", "entity": wandb_cfg.get("entity")},
+              "published": published_rows(groups), "failed": failed, "plots": [p.name for p in plots]}
+    (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
+    (out / "report.md").write_text(render_markdown(report))
+    (out / "report.html").write_text(render_html(report))
+    return report
+
+
+def log_to_wandb(report: dict, out: Path, root: Path, mode: str) -> None:
+    """The table and the plots as one W&B run of job type ``report``, in the sweep's group."""
+    import wandb
+
+    columns = ["group", "seeds", *report["columns"]]
+    table = wandb.Table(columns=columns)
+    for row in report["rows"]:
+        cells = [(m or {}).get("mean") for m in (row["metrics"][k] for k in report["columns"])]
+        table.add_data(row["label"], len(row["seeds"]), *cells)
+    run = wandb.init(project=report["wandb"]["project"], entity=report["wandb"]["entity"], group=root.name,
+                     name=f"report {root.name}", job_type="report", dir=str(out), mode=mode,
+                     reinit="finish_previous")
+    try:
+        images = {f"report/{Path(p).stem}": wandb.Image(str(out / p)) for p in report["plots"]}
+        run.log({"report/table": table, **images})
+    finally:
+        run.finish()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="genzoo-report", description=__doc__.split("\n\n")[0])
+    parser.add_argument("path", type=Path, help="a run folder, a sweep folder, or a folder of them")
+    parser.add_argument("--out", type=Path, help="where report.md/.html and the PNGs go (default: PATH)")
+    parser.add_argument("--wandb", action=argparse.BooleanOptionalAction, default=None,
+                        help="also log to W&B (default: only when W&B credentials are configured)")
+    args = parser.parse_args(argv)
+    root = args.path.expanduser().resolve()
+    if not root.is_dir():
+        parser.error(f"{args.path} is not a folder: give a run folder or a sweep folder of genzoo-train")
+    out = (args.out or root).expanduser().resolve()
+    report = build_report(root, out)
+    n_groups, n_runs = len(report["rows"]), sum(len(r["runs"]) for r in report["rows"])
+    print(f"{n_groups} group{'s' * (n_groups != 1)} of {n_runs} run{'s' * (n_runs != 1)} → "
+          f"{out / 'report.md'}, {out / 'report.html'}" + "".join(f", {p}" for p in report["plots"]))
+    if report["failed"]:
+        print(f"{len(report['failed'])} failed jobs are listed in the report.", file=sys.stderr)
+
+    from genzoo.loggers import wandb_credentials, wandb_mode
+
+    if args.wandb or (args.wandb is None and wandb_credentials()):
+        log_to_wandb(report, out, root, wandb_mode("auto"))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,163 @@
+"""Sweeps that survive a failing job: a Hydra callback that records every job of a multirun in the sweep folder
+and ends the sweep non-zero, naming the jobs that failed.
+
+What Hydra 1.3.8 does without it (checked with a three-job sweep whose first and last jobs raise a GenzooError):
+the basic launcher runs every job of a batch, catching each job's exception into its ``JobReturn``; the basic
+sweeper then re-raises the *first* failure, so later batches never start (``hydra.sweeper.max_batch_size``),
+``on_multirun_end`` is never called, and only the first failed job is named. The Optuna sweeper tells the study
+a failed trial is ``FAIL`` but stops the search at the end of the batch unless ``max_failure_rate`` allows it.
+
+``SweepRecord`` (registered in ``conf/hydra/default.yaml``, so every multirun has it):
+- writes ``sweep.json`` (every job: number, overrides, status, returned metric, run folder, the error's one
+  sentence) and ``failed.txt`` (one line per failed job) in the sweep folder after each job, so a sweep that
+  is killed still leaves its record;
+- under the basic sweeper, marks a failed job's return as completed with no value once it is recorded, so the
+  sweeper goes on with the other jobs and batches instead of re-raising;
+- under other sweepers (Optuna) leaves the failure to the sweeper, which tells the study the trial failed;
+- records a search's trial that returned no value (a model without ``monitor``) as failed, with the reason;
+- at the end of the multirun raises ``SystemExit`` naming the failed jobs: Hydra's callback runner turns any
+  ``Exception`` into a warning, and this is after the last job, so nothing else is cut short. When every trial
+  of an in-memory search failed it does so after the last trial, before the Optuna sweeper's own traceback ("No
+  trials are completed yet"); a stored study (``hydra.sweeper.storage``) is told every trial first, so there that
+  traceback remains.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import traceback
+from pathlib import Path
+from typing import Any
+
+from hydra.core.utils import JobReturn, JobStatus
+from hydra.errors import CompactHydraException
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig, OmegaConf
+
+log = logging.getLogger(__name__)
+
+BASIC_SWEEPER = "hydra._internal.core_plugins.basic_sweeper.BasicSweeper"
+
+
+def one_sentence(error: BaseException) -> str:
+    """The user-facing line of an error: a GenzooError's own sentence, otherwise its type and first line."""
+    text = str(error).strip()
+    first = text.splitlines()[0] if text else ""
+    if isinstance(error, CompactHydraException):
+        return first or type(error).__name__
+    return f"{type(error).__name__}: {first}" if first else type(error).__name__
+
+
+def plain(value: Any) -> Any:
+    """A JSON-friendly copy of a job's return value (a float, None, a tensor's item, or its repr)."""
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return repr(value)
+
+
+def write_atomically(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
+
+
+class SweepRecord(Callback):
+    """Records the jobs of a multirun in its sweep folder; the sweep exits non-zero when any job failed."""
+
+    def __init__(self, continue_on_failure: bool = True) -> None:
+        self.continue_on_failure = continue_on_failure
+        self.sweep_dir: Path | None = None
+        self.sweeper = ""
+        self.n_trials: int | None = None
+        self.jobs: list[dict] = []
+
+    # ---- Hydra's callback hooks ------------------------------------------------------------------------------
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        # Resolving the folder here caches its timestamp; Hydra copies that cache into every job's config, so the
+        # jobs land in this same folder.
+        self.sweep_dir = Path(str(config.hydra.sweep.dir)).resolve()
+        self.sweeper = str(OmegaConf.select(config, "hydra.sweeper._target_", default=""))
+        # An in-memory study ends with the process, so a search may stop after its last trial without telling it
+        # the outcome; a stored one must hear of every trial.
+        in_memory = OmegaConf.select(config, "hydra.sweeper.storage", default="stored") is None
+        self.n_trials = OmegaConf.select(config, "hydra.sweeper.n_trials", default=None) if in_memory else None
+        self.jobs = []
+
+    def on_job_end(self, config: DictConfig, job_return: JobReturn, **kwargs: Any) -> None:
+        if self.sweep_dir is None:  # a single run: Hydra reports its failure itself
+            return
+        job = {
+            "num": int(OmegaConf.select(config, "hydra.job.num", default=len(self.jobs))),
+            "overrides": list(job_return.overrides or []),
+            "override_dirname": str(OmegaConf.select(config, "hydra.job.override_dirname", default="")),
+            "run_dir": str(OmegaConf.select(config, "hydra.runtime.output_dir", default="")),
+        }
+        if job_return.status == JobStatus.FAILED:
+            error = job_return._return_value  # the public getter would print Hydra's own message and re-raise
+            job.update(status="failed", value=None, error=one_sentence(error))
+            if isinstance(error, CompactHydraException):
+                log.error("Job #%d (%s) failed: %s", job["num"], job["override_dirname"], job["error"])
+            else:  # a bug rather than a mistake in the config: keep its traceback in the job's log
+                log.error("Job #%d (%s) failed:\n%s", job["num"], job["override_dirname"],
+                          "".join(traceback.format_exception(error)))
+            if self.continue_on_failure and self.sweeper == BASIC_SWEEPER:
+                # The basic sweeper re-raises the first failure after the batch and stops the sweep; the failure
+                # is recorded here, so let it go on with the remaining jobs.
+                job_return.status = JobStatus.COMPLETED
+                job_return.return_value = None
+        elif job_return._return_value is None and self.sweeper != BASIC_SWEEPER:
+            # A search has nothing to optimise (Optuna tells the study the trial failed): say why.
+            job.update(status="failed", value=None,
+                       error="the job returned no metric to optimise: the model names no monitor, so set "
+                             "model.monitor to a metric the run logs at validation (e.g. val/bpd).")
+            log.error("Job #%d (%s) failed: %s", job["num"], job["override_dirname"], job["error"])
+        else:
+            job.update(status="completed", value=plain(job_return._return_value), error=None)
+        self.jobs.append(job)
+        self.write()
+        all_failed = len(self.failed()) == len(self.jobs)
+        if self.n_trials is not None and len(self.jobs) >= int(self.n_trials) and all_failed:
+            # Every trial of an in-memory search failed: the Optuna sweeper would now fail with a traceback asking
+            # the study for a best trial it does not have. This is the last job, so end here with the list instead.
+            self.finish()
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        if self.sweep_dir is not None:
+            self.finish()
+
+    def finish(self) -> None:
+        self.write()
+        failed = self.failed()
+        sweep_dir, self.sweep_dir = self.sweep_dir, None
+        if failed:
+            names = ", ".join(f"#{j['num']} ({self.swept(j) or 'no overrides'})" for j in failed)
+            # SystemExit, not an exception: Hydra's callback runner would turn an exception into a warning.
+            raise SystemExit(f"{len(failed)} of {len(self.jobs)} sweep jobs failed, {names}: their errors are "
+                             f"above and in {sweep_dir / 'failed.txt'}; fix the cause and rerun those jobs.")
+
+    # ---- the record --------------------------------------------------------------------------------------------
+    def swept(self, job: dict) -> str:
+        """The job's overrides that not every job of the sweep shares: what names it among the others."""
+        common = set.intersection(*(set(j["overrides"]) for j in self.jobs)) if len(self.jobs) > 1 else set()
+        return " ".join(o for o in job["overrides"] if o not in common)
+
+    def failed(self) -> list[dict]:
+        return [j for j in self.jobs if j["status"] == "failed"]
+
+    def write(self) -> None:
+        assert self.sweep_dir is not None
+        self.sweep_dir.mkdir(parents=True, exist_ok=True)
+        record = {"sweeper": self.sweeper, "n_jobs": len(self.jobs), "n_failed": len(self.failed()),
+                  "jobs": self.jobs}
+        write_atomically(self.sweep_dir / "sweep.json", json.dumps(record, indent=2) + "\n")
+        lines = [f"#{j['num']}\t{' '.join(j['overrides'])}\t{j['error']}" for j in self.failed()]
+        failed_txt = self.sweep_dir / "failed.txt"
+        if lines:
+            write_atomically(failed_txt, "\n".join(lines) + "\n")
+        elif failed_txt.exists():
+            failed_txt.unlink()
+

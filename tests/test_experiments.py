@@ -1,0 +1,81 @@
+"""Every named experiment (``experiment=NAME``) composes into a config genzoo can build, states its published or
+reached numbers in the agreed form, and every ``digits_*`` one runs end to end with ``debug=smoke``."""
+
+from __future__ import annotations
+
+import importlib.resources
+import json
+import math
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_module
+from hydra.core.hydra_config import HydraConfig
+from hydra.utils import get_class
+from omegaconf import OmegaConf, open_dict
+
+
+EXPERIMENTS = importlib.resources.files("genzoo.conf") / "experiment"
+NAMES = sorted(p.name[: -len(".yaml")] for p in EXPERIMENTS.iterdir() if p.name.endswith(".yaml"))
+DIGITS = [n for n in NAMES if n.startswith("digits_")]
+NUMBER_KEYS = {"metric", "value", "units", "data", "source"}
+
+
+def composed(name: str):
+    with initialize_config_module("genzoo.conf", version_base="1.3"):
+        cfg = compose("train", overrides=[f"experiment={name}"], return_hydra_config=True)
+        HydraConfig.instance().set_config(cfg)  # ${hydra:runtime.cwd} in the paths
+        with open_dict(cfg):
+            del cfg["hydra"]
+        return OmegaConf.to_container(cfg, resolve=True)
+
+
+def test_the_experiments_folder_ships_the_digits_baselines():
+    assert {"digits_pixelcnn", "digits_gated_pixelcnn", "digits_vae", "digits_autoencoder", "digits_dcgan"} <= set(
+        DIGITS)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_experiment_composes_into_a_config_naming_real_classes(name):
+    assert (EXPERIMENTS / f"{name}.yaml").read_text().startswith("# @package _global_"), name
+    cfg = composed(name)
+    for group in ("model", "data", "trainer"):
+        assert get_class(cfg[group]["_target_"]), f"{name}: {group}"
+    model = cfg["model"]
+    assert (model["shape"], model["levels"]) == (cfg["data"]["shape"], cfg["data"]["levels"])
+    assert model["mode"] in ("min", "max")
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_published_and_reached_numbers_carry_metric_units_data_and_source(name):
+    cfg = composed(name)
+    for kind in ("published", "reached"):
+        for entry in cfg.get(kind) or []:
+            assert set(entry) == NUMBER_KEYS, f"{name}: {kind} {entry}"
+            assert isinstance(entry["value"], (int, float)) and math.isfinite(entry["value"])
+            assert "/" in entry["metric"], f"{name}: {entry['metric']} is not a logged metric key"
+            assert all(isinstance(entry[k], str) and entry[k].strip() for k in ("units", "data", "source"))
+
+
+@pytest.fixture(scope="module")
+def digits_sweep(cli, tmp_path_factory):
+    """Every digits experiment as one job of one multirun: one interpreter start for all of them. Test batches of 16
+    keep the VAE's 1000-sample bound cheap; FID and friends have their own tests."""
+    return cli.train("-m", f"experiment={','.join(DIGITS)}", "debug=smoke", "logger=csv", "data.eval_batch_size=16",
+                     "callbacks.fidelity=null", workdir=tmp_path_factory.mktemp("digits"), timeout=900)
+
+
+@pytest.mark.slow
+def test_every_digits_experiment_runs_with_debug_smoke(digits_sweep):
+    assert digits_sweep.returncode == 0, digits_sweep.tail()
+    (sweep_dir,) = (digits_sweep.output_dir / "sweeps").iterdir()
+    jobs = json.loads((sweep_dir / "sweep.json").read_text())["jobs"]
+    assert [j["status"] for j in jobs] == ["completed"] * len(DIGITS)
+    for name, job in zip(DIGITS, jobs):
+        assert f"experiment={name}" in job["overrides"]
+        cfg = OmegaConf.load(f"{job['run_dir']}/config.yaml")
+        assert cfg.trainer.max_epochs == 1, name  # debug=smoke came after the experiment
+        final = json.loads(open(f"{job['run_dir']}/metrics.json").read())
+        assert final["epochs"] == 1 and math.isfinite(final["train/loss" if "train/loss" in final else
+                                                            "train/loss_g"]), name
+        assert list(Path(job["run_dir"], "samples").glob("epoch_*.png")), name
