@@ -72,6 +72,15 @@ class GenzooCli:
                              timeout=timeout)
         return CliRun(command, workdir, out.returncode, out.stdout, out.stderr)
 
+    def script(self, name: str, *overrides: str, workdir: Path, timeout: float = 600) -> CliRun:
+        """Runs another installed Hydra script (``genzoo-eval``, ``genzoo-sample``) with the same paths."""
+        workdir.mkdir(parents=True, exist_ok=True)
+        command = [str(BIN / name), *overrides, f"paths.output_dir={workdir / 'outputs'}",
+                   f"paths.data_dir={workdir / 'data'}", f"paths.cache_dir={workdir / 'cache'}"]
+        out = subprocess.run(command, cwd=workdir, env=self.env(workdir), capture_output=True, text=True,
+                             timeout=timeout)
+        return CliRun(command, workdir, out.returncode, out.stdout, out.stderr)
+
     def wandb_summary(self, wandb_run_dir: Path) -> dict:
         """State, config and latest metric values of an offline W&B run, read back from its ``.wandb`` file."""
         out = subprocess.run([str(BIN / "wandb"), "leet", "inspect", "--summary", "--json", str(wandb_run_dir)],

@@ -1,0 +1,119 @@
+"""genzoo-eval: test bits/dim and sample quality of a saved model.
+
+    genzoo-eval ckpt=outputs/runs/2026-11-25_12-00-00_a1b2c3          # the run's best checkpoint
+    genzoo-eval ckpt=path/to/last.ckpt fidelity.extractor=inception fidelity.n=1000 trainer=gpu
+    genzoo-eval ckpt=... trainer=ddp_cpu                                # every rank samples its share
+
+The checkpoint is read with ``torch.load(weights_only=True)``; model and data are rebuilt from the evaluated run's
+``config.yaml`` (next to ``checkpoints/``). A Lightning test pass gives ``test/bpd`` (or ``test/elbo_bpd``) where
+the model has a likelihood, and the ``Fidelity`` callback the sample-quality metrics. ``metrics.json`` lands in
+this evaluation's folder (``outputs/evals/…``) and, copied, in the evaluated run's ``evals/<folder name>/``.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+from pathlib import Path
+
+import hydra
+import pytorch_lightning as pl
+import torch
+from omegaconf import DictConfig, OmegaConf, open_dict
+from pytorch_lightning.utilities import rank_zero_only
+
+from genzoo.callbacks.metrics_file import scalar_metrics
+from genzoo.config import build
+from genzoo.errors import GenzooError
+from genzoo.evaluation import inception
+from genzoo.loggers import build_loggers, finish_wandb
+from genzoo.runs import write_run_files
+
+
+def find_run_checkpoint(path: str) -> tuple[Path, Path]:
+    """(checkpoint, the run folder holding its config.yaml) for ``ckpt=`` a run folder or a .ckpt file."""
+    p = Path(path).expanduser().resolve()
+    if p.is_dir():
+        best = sorted(p.glob("checkpoints/best-*.ckpt"), key=lambda c: c.stat().st_mtime_ns)
+        candidates = best or [c for c in [p / "checkpoints" / "last.ckpt"] if c.is_file()]
+        if not candidates:
+            raise GenzooError(f"ckpt={path} is a folder without checkpoints/: give a genzoo run folder that has "
+                              "saved a checkpoint, or the path of a .ckpt file.")
+        ckpt, run_dir = candidates[-1], p
+    elif p.is_file():
+        ckpt, run_dir = p, p.parent.parent if p.parent.name == "checkpoints" else p.parent
+    else:
+        raise GenzooError(f"ckpt={path} does not exist: give a genzoo run folder or a .ckpt file.")
+    if not (run_dir / "config.yaml").is_file():
+        raise GenzooError(f"ckpt={path} has no config.yaml of its run beside checkpoints/: give a checkpoint inside "
+                          "a genzoo run folder (run_dir/checkpoints/NAME.ckpt).")
+    return ckpt, run_dir
+
+
+def load_model(ckpt: Path, saved: DictConfig):
+    """The model of the saved config with the checkpoint's weights; one sentence when either is wrong."""
+    try:
+        checkpoint = torch.load(ckpt, map_location="cpu", weights_only=True)
+        state = checkpoint["state_dict"]
+    except Exception as e:  # noqa: BLE001 - truncated, foreign or unsafe files all end here
+        reason = str(e).strip().splitlines()[0][:120] if str(e).strip() else type(e).__name__
+        raise GenzooError(f"ckpt={ckpt} cannot be read as a genzoo checkpoint ({reason}): give a .ckpt file that "
+                          "genzoo-train wrote (checkpoints/last.ckpt or best-*.ckpt).") from None
+    model = build(saved.model, "model")
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as e:
+        raise GenzooError(f"The weights in {ckpt} do not fit the model its config.yaml describes "
+                          f"({str(e).splitlines()[0][:120]}): give the checkpoint of that run.") from None
+    return model
+
+
+def evaluate(cfg: DictConfig) -> dict:
+    ckpt, evaluated = find_run_checkpoint(str(cfg.ckpt))
+    saved = OmegaConf.load(evaluated / "config.yaml")
+    trainer_cfg = cfg.trainer.copy()
+    with open_dict(trainer_cfg):
+        threads = trainer_cfg.pop("torch_threads", None)
+    if threads:
+        torch.set_num_threads(int(threads))
+    pl.seed_everything(cfg.seed, workers=True, verbose=False)
+    datamodule = build(saved.data, "data")
+    model = load_model(ckpt, saved)
+    if cfg.fidelity.extractor == "inception":  # fail before the trainer starts when the weights cannot be had
+        inception.inception_weights(cfg.paths.cache_dir, cfg.fidelity.inception_weights,
+                                    download=cfg.fidelity.get("download", True))
+
+    if "wandb" in (cfg.logger or {}) and cfg.logger.wandb.get("id") is None:
+        cfg.logger.wandb.id = secrets.token_hex(4)
+    OmegaConf.resolve(cfg)
+    run_dir = Path(cfg.paths.run_dir)
+    if rank_zero_only.rank == 0:
+        write_run_files(run_dir, cfg)
+    fidelity = build(cfg.fidelity, "fidelity")
+    loggers = build_loggers(cfg, run_dir)
+    trainer = build(trainer_cfg, "trainer", callbacks=[fidelity], logger=loggers or False)
+
+    failed = True
+    try:
+        trainer.test(model, datamodule=datamodule, verbose=True)
+        failed = False
+    finally:
+        finish_wandb(failed)
+    record = {k: v for k, v in scalar_metrics(trainer.callback_metrics).items() if k.startswith("test/")}
+    record.update(checkpoint=str(ckpt), evaluated_run=str(evaluated), extractor=cfg.fidelity.extractor,
+                  n=cfg.fidelity.n or len(datamodule.splits["test"]), seed=cfg.seed)
+    if trainer.is_global_zero:
+        text = json.dumps(record, indent=2, sort_keys=True) + "\n"
+        for folder in (run_dir, evaluated / "evals" / run_dir.name):
+            folder.mkdir(parents=True, exist_ok=True)
+            (folder / "metrics.json").write_text(text)
+    return record
+
+
+@hydra.main(version_base="1.3", config_path="pkg://genzoo.conf", config_name="eval")
+def main(cfg: DictConfig) -> None:
+    evaluate(cfg)
+
+
+if __name__ == "__main__":
+    main()

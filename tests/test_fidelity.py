@@ -1,0 +1,227 @@
+"""The fidelity metrics in-process: their defining properties, the cross-checks against torch-fidelity and
+torchmetrics on the same images and extractor, the reference cache and sampling that does not depend on the
+number of processes. A tiny domain classifier (one epoch) stands in for a good one: the checks compare
+pipelines, not its quality."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch.utils.data import Dataset
+
+from genzoo.data import DigitsDataModule
+from genzoo.errors import GenzooError
+from genzoo.evaluation import cache, classifier, features
+from genzoo.evaluation.metrics import fid, fidelity_metrics
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+TINY = {"epochs": 1, "width": 8, "feature_dim": 16}
+
+
+@pytest.fixture(scope="module")
+def digits():
+    dm = DigitsDataModule(shape=[1, 8, 8], levels=17, num_classes=10)
+    dm.setup()
+    return dm
+
+
+def train_tiny(dm, folder, **config):
+    config = {**TINY, **config}
+    train, test = dm.splits["train"], dm.splits["test"]
+    path = classifier.classifier_path(folder, "digits", features.tensor_hash(train.images), config)
+    if not path.is_file():
+        classifier.train_classifier((features.to_uint8(train.images, 17), train.labels),
+                                    (features.to_uint8(test.images, 17), test.labels), 10, config, path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def extractor(digits, tmp_path_factory):
+    return features.build_extractor("classifier", train_tiny(digits, tmp_path_factory.mktemp("classifier")))
+
+
+def gaussian_features(n, d=16, shift=0.0, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return {"features": torch.randn(n, d, generator=g) + shift, "logits": torch.randn(n, 10, generator=g)}
+
+
+def close(a: float, b: float, rel: float = 1e-3) -> bool:
+    return math.isclose(a, b, rel_tol=rel, abs_tol=1e-6)
+
+
+# ---- what the metrics mean -----------------------------------------------------------------------------------
+def test_fid_of_a_set_with_itself_is_zero_and_fid_is_symmetric():
+    a, b = gaussian_features(300)["features"], gaussian_features(300, shift=0.5, seed=1)["features"]
+    sa, sb = cache.statistics(a), cache.statistics(b)
+    assert abs(fid(sa, sa)) < 1e-6
+    assert fid(sa, sb) > 1.0
+    assert close(fid(sa, sb), fid(sb, sa), 1e-6)
+
+
+def test_kid_is_near_zero_for_two_halves_of_one_set_and_grows_with_a_shift():
+    whole = gaussian_features(600)
+    halves = [{k: v[i::2] for k, v in whole.items()} for i in (0, 1)]
+    assert abs(fidelity_metrics(*halves, kid_subsets=20)["kid"]) < 0.02
+    assert fidelity_metrics(gaussian_features(300, shift=1.0, seed=2), halves[0], kid_subsets=20)["kid"] > 0.1
+
+
+def test_inception_score_of_one_repeated_image_is_one_and_of_confident_distinct_classes_is_their_number():
+    real = gaussian_features(100)
+    repeated = {"features": real["features"], "logits": real["logits"][:1].repeat(100, 1)}
+    assert close(fidelity_metrics(repeated, real)["is"], 1.0, 1e-6)
+    confident = {"features": real["features"], "logits": 50.0 * torch.eye(10).repeat(10, 1)}
+    assert close(fidelity_metrics(confident, real, isc_splits=1)["is"], 10.0)
+
+
+def test_kid_subset_size_never_exceeds_n():
+    small = [gaussian_features(12, seed=s) for s in (0, 1)]
+    assert math.isfinite(fidelity_metrics(*small, isc_splits=10)["kid"])
+
+
+# ---- the same numbers as torch-fidelity and torchmetrics ---------------------------------------------------------
+class BareTensors(Dataset):
+    """torch-fidelity's input: a dataset of bare uint8 tensors."""
+
+    def __init__(self, images):
+        self.images = images
+
+    def __len__(self):
+        return len(self.images)
+
+    def __getitem__(self, i):
+        return self.images[i]
+
+
+def test_metrics_equal_torch_fidelity_calculate_metrics_with_the_same_extractor(digits, extractor):
+    import torch_fidelity
+
+    fake, real = digits.splits["val"].images, digits.splits["test"].images
+    ours = fidelity_metrics(features.extract(extractor, fake, 17), features.extract(extractor, real, 17), seed=7)
+    theirs = torch_fidelity.calculate_metrics(
+        input1=BareTensors(features.to_uint8(fake, 17)), input2=BareTensors(features.to_uint8(real, 17)),
+        cuda=False, isc=True, fid=True, kid=True, prc=True, feature_extractor=classifier.NAME,
+        feature_extractor_weights_path=str(extractor.weights_path), kid_subset_size=len(real), rng_seed=7,
+        cache=False, verbose=False, save_cpu_ram=True)
+    assert close(ours["fid"], theirs["frechet_inception_distance"])
+    assert close(ours["is"], theirs["inception_score_mean"])
+    assert close(ours["kid"], theirs["kernel_inception_distance_mean"])
+    assert close(ours["precision"], theirs["precision"]) and close(ours["recall"], theirs["recall"])
+
+
+class FeaturesOnly(torch.nn.Module):
+    """The extractor's FID features as one tensor, the interface torchmetrics expects of ``feature=``."""
+
+    def __init__(self, module):
+        super().__init__()
+        self.module, self.num_features = module, module.num_features
+
+    def forward(self, x):
+        return self.module(x)[0]
+
+
+def test_fid_equals_torchmetrics_frechet_inception_distance_with_the_same_module(digits, extractor):
+    from torchmetrics.image.fid import FrechetInceptionDistance
+
+    fake, real = digits.splits["val"].images, digits.splits["test"].images
+    metric = FrechetInceptionDistance(feature=FeaturesOnly(extractor.module))
+    metric.update(features.to_uint8(real, 17), real=True)
+    metric.update(features.to_uint8(fake, 17), real=False)
+    ours = fid(cache.statistics(features.extract(extractor, fake, 17)["features"]),
+               cache.statistics(features.extract(extractor, real, 17)["features"]))
+    assert close(ours, float(metric.compute()))
+
+
+# ---- the reference cache -----------------------------------------------------------------------------------------
+def test_reference_statistics_are_loaded_the_second_time_and_rekeyed_by_n_and_extractor(digits, extractor, tmp_path):
+    images = digits.splits["test"].images
+    first = cache.reference(extractor, tmp_path, "digits", "test", images, 17, n=100, batch_size=50)
+    calls = extractor.calls
+    again = cache.reference(extractor, tmp_path, "digits", "test", images, 17, n=100, batch_size=50)
+    assert extractor.calls == calls, "the second evaluation recomputed the reference features"
+    assert torch.equal(first["mu"], again["mu"]) and len(again["features"]) == 100
+
+    cache.reference(extractor, tmp_path, "digits", "test", images, 17, n=120, batch_size=50)
+    assert extractor.calls > calls, "a new n reused the features of another n"
+    other = features.build_extractor("classifier", train_tiny(digits, tmp_path, seed=1))
+    cache.reference(other, tmp_path, "digits", "test", images, 17, n=100, batch_size=50)
+    assert other.calls > 0, "another extractor's weights reused this extractor's statistics"
+    assert len(list((tmp_path / "fidelity").glob("*.pt"))) == 3
+
+
+# ---- sampling: the same images whatever the number of processes -------------------------------------------------
+class CountingSampler(torch.nn.Module):
+    """A stand-in model: ``sample`` draws from the global RNG, as genzoo's models do."""
+
+    levels, shape = 17, (1, 8, 8)
+
+    def __init__(self):
+        super().__init__()
+        self.p = torch.nn.Parameter(torch.zeros(()))
+
+    @property
+    def device(self):
+        return self.p.device
+
+    def sample(self, n):
+        return torch.randint(0, self.levels, (n, *self.shape))
+
+
+def test_each_rank_draws_its_chunks_and_together_they_are_the_single_process_samples():
+    model = CountingSampler()
+    single, index = features.sample_chunks(model, 70, 16, seed=3)
+    shares = [features.sample_chunks(model, 70, 16, seed=3, rank=r, world=3) for r in range(3)]
+    images = torch.cat([s[0] for s in shares])
+    order = torch.sort(torch.cat([s[1] for s in shares]), stable=True).indices
+    assert torch.equal(images[order], single) and len(single) == 70
+    assert torch.equal(index, torch.arange(70) // 16)
+
+
+def test_uint8_conversion_keeps_every_level_distinct():
+    x = torch.arange(17).reshape(1, 1, 1, 17)
+    y = features.to_uint8(x, 17)
+    assert y.dtype == torch.uint8 and y.unique().numel() == 17 and int(y.max()) == 255 and int(y.min()) == 0
+
+
+# ---- no Inception weights offline ---------------------------------------------------------------------------------
+class OneProcess:
+    """What the callback asks of a trainer to find its extractor, for one process."""
+
+    is_global_zero, global_rank, world_size = True, 0, 1
+
+    def __init__(self, datamodule):
+        self.datamodule = datamodule
+
+
+def test_a_training_run_without_inception_weights_warns_once_and_goes_on(digits, tmp_path):
+    from genzoo.callbacks import Fidelity
+
+    callback = Fidelity(cache_dir=str(tmp_path), extractor="inception", download=False)
+    model = CountingSampler()
+    with pytest.warns(UserWarning, match="weights-inception-2015-12-05-6726825d.pth") as record:
+        assert callback.compute(OneProcess(digits), model, "test") is None
+        assert callback.compute(OneProcess(digits), model, "test") is None
+    assert len(record) == 1
+    strict = Fidelity(cache_dir=str(tmp_path), extractor="inception", download=False, strict=True)
+    with pytest.raises(GenzooError, match="put it there"):
+        strict.compute(OneProcess(digits), model, "test")
+
+
+def test_inception_extractor_takes_grey_digits_and_gives_pool_features_and_logits(digits, tmp_path, monkeypatch):
+    """Wiring only: random weights stand in for torch-fidelity's file, which is not on this machine."""
+    from torch_fidelity import feature_extractor_inceptionv3 as tfi
+
+    from genzoo.evaluation import inception
+
+    monkeypatch.setattr(tfi.FeatureExtractorInceptionV3, "load_state_dict", lambda self, *a, **k: None)
+    monkeypatch.setattr(tfi.torch, "load", lambda *a, **k: {})
+    random_weights = inception.InceptionExtractor(inception.NAME, ["2048"], "unused").state_dict()
+    monkeypatch.undo()
+    path = tmp_path / inception.WEIGHTS_FILE
+    torch.save(random_weights, path)
+    assert inception.inception_weights(tmp_path, str(path)) == path
+    extractor = features.build_extractor("inception", path)
+    out = features.extract(extractor, digits.splits["test"].images[:2], 17)
+    assert out["features"].shape == (2, 2048) and out["logits"].shape == (2, 1008)
+    assert torch.isfinite(out["features"]).all()
