@@ -13,21 +13,18 @@ this evaluation's folder (``outputs/evals/…``) and, copied, in the evaluated r
 from __future__ import annotations
 
 import json
-import secrets
 from pathlib import Path
 
 import hydra
-import pytorch_lightning as pl
 import torch
-from omegaconf import DictConfig, OmegaConf, open_dict
-from pytorch_lightning.utilities import rank_zero_only
+from omegaconf import DictConfig, OmegaConf
 
 from genzoo.callbacks.metrics_file import scalar_metrics
 from genzoo.config import build
 from genzoo.errors import GenzooError
 from genzoo.evaluation import inception
-from genzoo.loggers import build_loggers, finish_wandb
-from genzoo.runs import write_run_files
+from genzoo.loggers import finish_wandb
+from genzoo.runs import open_run, start_process
 
 
 def find_run_checkpoint(path: str) -> tuple[Path, Path]:
@@ -71,26 +68,15 @@ def load_model(ckpt: Path, saved: DictConfig):
 def evaluate(cfg: DictConfig) -> dict:
     ckpt, evaluated = find_run_checkpoint(str(cfg.ckpt))
     saved = OmegaConf.load(evaluated / "config.yaml")
-    trainer_cfg = cfg.trainer.copy()
-    with open_dict(trainer_cfg):
-        threads = trainer_cfg.pop("torch_threads", None)
-    if threads:
-        torch.set_num_threads(int(threads))
-    pl.seed_everything(cfg.seed, workers=True, verbose=False)
+    trainer_cfg = start_process(cfg)
     datamodule = build(saved.data, "data")
     model = load_model(ckpt, saved)
     if cfg.fidelity.extractor == "inception":  # fail before the trainer starts when the weights cannot be had
         inception.inception_weights(cfg.paths.cache_dir, cfg.fidelity.inception_weights,
                                     download=cfg.fidelity.get("download", True))
 
-    if "wandb" in (cfg.logger or {}) and cfg.logger.wandb.get("id") is None:
-        cfg.logger.wandb.id = secrets.token_hex(4)
-    OmegaConf.resolve(cfg)
-    run_dir = Path(cfg.paths.run_dir)
-    if rank_zero_only.rank == 0:
-        write_run_files(run_dir, cfg)
+    run_dir, loggers = open_run(cfg)
     fidelity = build(cfg.fidelity, "fidelity")
-    loggers = build_loggers(cfg, run_dir)
     trainer = build(trainer_cfg, "trainer", callbacks=[fidelity], logger=loggers or False)
 
     failed = True

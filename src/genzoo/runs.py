@@ -9,7 +9,7 @@ import sys
 from importlib import metadata
 from pathlib import Path
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from genzoo.errors import GenzooError
 
@@ -89,3 +89,35 @@ def find_checkpoint(path: str | Path) -> tuple[Path, Path | None]:
     if run_dir is not None and not (run_dir / "config.yaml").is_file():
         run_dir = None
     return p, run_dir
+
+
+def start_process(cfg: DictConfig) -> DictConfig:
+    """Set torch's threads and every seed from ``cfg``; return the trainer's config without genzoo's own keys."""
+    import pytorch_lightning as pl
+    import torch
+
+    trainer_cfg = cfg.trainer.copy()
+    with open_dict(trainer_cfg):
+        threads = trainer_cfg.pop("torch_threads", None)
+    if threads:
+        torch.set_num_threads(int(threads))
+    pl.seed_everything(cfg.seed, workers=True, verbose=False)
+    return trainer_cfg
+
+
+def open_run(cfg: DictConfig) -> tuple[Path, list]:
+    """Give the W&B run its id, resolve the config, write ``config.yaml`` and ``env.json`` (rank zero only) and
+    build the loggers: (run folder, loggers)."""
+    import secrets
+
+    from pytorch_lightning.utilities import rank_zero_only
+
+    from genzoo.loggers import build_loggers
+
+    if "wandb" in (cfg.logger or {}) and cfg.logger.wandb.get("id") is None:
+        cfg.logger.wandb.id = secrets.token_hex(4)  # saved in config.yaml, so resume= continues this W&B run
+    OmegaConf.resolve(cfg)
+    run_dir = Path(cfg.paths.run_dir)
+    if rank_zero_only.rank == 0:
+        write_run_files(run_dir, cfg)
+    return run_dir, build_loggers(cfg, run_dir)

@@ -11,24 +11,20 @@ Config → checks → run folder → data, model, loggers, callbacks → fit →
 from __future__ import annotations
 
 import errno
-import secrets
 from pathlib import Path
 
 import hydra
-import pytorch_lightning as pl
-import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.types import RunMode
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import LearningRateMonitor
-from pytorch_lightning.utilities import rank_zero_only
 
 from genzoo.checkpointing import AtomicCheckpointIO, LoaderPosition, RngState
 from genzoo.config import build
 from genzoo.errors import GenzooError
-from genzoo.loggers import build_loggers, finish_wandb
-from genzoo.runs import check_checkpoint, find_checkpoint, write_run_files
+from genzoo.loggers import finish_wandb
+from genzoo.runs import check_checkpoint, find_checkpoint, open_run, start_process
 
 
 def relocate(cfg: DictConfig, old: str, new: str) -> DictConfig:
@@ -92,27 +88,15 @@ def train(cfg: DictConfig) -> float | None:
         cfg, ckpt_path = resumed_config(cfg)
     check_strategy(cfg)
 
-    trainer_cfg = cfg.trainer.copy()
-    with open_dict(trainer_cfg):
-        threads = trainer_cfg.pop("torch_threads", None)
-    if threads:
-        torch.set_num_threads(int(threads))
-    pl.seed_everything(cfg.seed, workers=True, verbose=False)
+    trainer_cfg = start_process(cfg)
 
     datamodule = build(cfg.data, "data")
     model = build(cfg.model, "model")
     check_model_fits_data(model, datamodule)
 
-    if "wandb" in (cfg.logger or {}) and cfg.logger.wandb.get("id") is None:
-        cfg.logger.wandb.id = secrets.token_hex(4)
-    OmegaConf.resolve(cfg)
-    run_dir = Path(cfg.paths.run_dir)
-    if rank_zero_only.rank == 0:
-        write_run_files(run_dir, cfg)
-
+    run_dir, loggers = open_run(cfg)
     callbacks = [build(c, "callbacks") for c in (cfg.callbacks or {}).values() if c is not None]
     callbacks += [RngState(), LoaderPosition()]  # not optional: they make a resumed run continue exactly
-    loggers = build_loggers(cfg, run_dir)
     if not loggers:  # LearningRateMonitor refuses a trainer without a logger; metrics.jsonl still gets the metrics
         callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
     trainer = build(trainer_cfg, "trainer", callbacks=callbacks, logger=loggers or False,
