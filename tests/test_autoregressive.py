@@ -10,44 +10,28 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from genzoo.models import GatedPixelCNN, PixelCNN
+from genzoo.models import DiagonalBiLSTM, GatedPixelCNN, PixelCNN, RowLSTM
 from genzoo.nn.masked import MaskedConv2d
+
+from causality import allowed_map, dependency_map
+
+# Tiny networks: a second torch thread only waits for a busy core (30× slower under load).
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 SMALL = {
     "pixelcnn": dict(channels=12, blocks=2, head_channels=16),
     "gated_pixelcnn": dict(channels=12, layers=3, head_channels=16),
+    "row_lstm": dict(hidden=6, layers=2, head_channels=16),
+    "diagonal_bilstm": dict(hidden=6, layers=2, head_channels=16),
 }
-MODELS = {"pixelcnn": PixelCNN, "gated_pixelcnn": GatedPixelCNN}
+MODELS = {
+    "pixelcnn": PixelCNN, "gated_pixelcnn": GatedPixelCNN, "row_lstm": RowLSTM, "diagonal_bilstm": DiagonalBiLSTM,
+}
 
 
 def small_model(name: str, shape, levels: int = 4, **kw):
     torch.manual_seed(0)
     return MODELS[name](shape=shape, levels=levels, num_classes=0, **SMALL[name], **kw).eval()
-
-
-def dependency_map(model, shape) -> torch.Tensor:
-    """dep[c, i, j, c', i', j'] = 1 where the logits of sub-pixel (c, i, j) change with input (c', i', j')."""
-    c, h, w = shape
-    # Several random inputs: at a single input a ReLU can be off on every path and hide a real dependency.
-    x = torch.randn(4, c, h, w, generator=torch.Generator().manual_seed(0), requires_grad=True)
-    logits = model.net(x)  # (4, C, L, H, W)
-    dep = torch.zeros(c, h, w, c, h, w, dtype=torch.bool)
-    for k, i, j in itertools.product(range(c), range(h), range(w)):
-        (grad,) = torch.autograd.grad(logits[:, k, :, i, j].sum(), x, retain_graph=True)
-        dep[k, i, j] = grad.abs().sum(0) > 0
-    return dep
-
-
-def allowed_map(shape) -> torch.Tensor:
-    """Raster order over pixels, then channel order within a pixel: strictly earlier sub-pixels only."""
-    c, h, w = shape
-    order = torch.arange(h * w).view(h, w)
-    allowed = torch.zeros(c, h, w, c, h, w, dtype=torch.bool)
-    for k, i, j, k2, i2, j2 in itertools.product(range(c), range(h), range(w), range(c), range(h), range(w)):
-        earlier_pixel = order[i2, j2] < order[i, j]
-        same_pixel_earlier_channel = (i2, j2) == (i, j) and k2 < k
-        allowed[k, i, j, k2, i2, j2] = earlier_pixel or same_pixel_earlier_channel
-    return allowed
 
 
 @pytest.mark.parametrize("name", MODELS)
@@ -92,11 +76,12 @@ def all_images(shape, levels):
 
 
 @pytest.mark.parametrize("name", MODELS)
-def test_likelihood_sums_to_one_before_and_after_training(name):
-    shape, levels = (1, 3, 3), 2
+@pytest.mark.parametrize("shape", [(1, 3, 3), (3, 2, 2)], ids=["grey", "rgb"])
+def test_likelihood_sums_to_one_before_and_after_training(name, shape):
+    levels = 2
     model = small_model(name, shape, levels=levels).train()
-    x = all_images(shape, levels)  # all 512 binary images
-    assert len(x) == 512
+    x = all_images(shape, levels)  # every binary image: 512 grey 3×3, 4096 colour 2×2
+    assert len(x) == levels ** math.prod(shape)
 
     def total_probability():
         model.eval()
@@ -105,7 +90,7 @@ def test_likelihood_sums_to_one_before_and_after_training(name):
 
     assert total_probability() == pytest.approx(1.0, abs=1e-4)
     opt = torch.optim.Adam(model.parameters(), lr=1e-2)
-    data = x[torch.randint(0, 512, (64,))]
+    data = x[torch.randint(0, len(x), (64,))]
     model.train()
     for _ in range(20):
         opt.zero_grad()
@@ -125,6 +110,78 @@ def test_sample_is_integer_in_range_and_seeded(name, shape):
     assert a.shape == (6, *shape)
     assert not a.is_floating_point() and a.min() >= 0 and a.max() <= 4
     assert torch.equal(a, b)
+
+
+def record_fast_sample(model, n: int, y=None):
+    """Samples of the net's ``generate`` and the (n, levels) logits it gave ``draw`` at each step, in order."""
+    from genzoo.models.autoregressive import draw
+
+    logits = []
+
+    def recording_draw(step_logits):
+        logits.append(step_logits.clone())
+        return draw(step_logits)
+
+    x = model.net.generate(n, model.class_labels(y), recording_draw, model.scale, model.shape)
+    return x, logits
+
+
+def fast_logits_gap(model, n: int, y=None) -> float:
+    """Largest |logit| difference between the fast sampler's steps and one full pass over its samples.
+
+    By causality the full pass gives, at each sub-pixel, what the naive sampler computes at that step. Also pins
+    that ``draw`` is called exactly once per sub-pixel, in raster then channel order."""
+    x, logits = record_fast_sample(model, n, y)
+    c, h, w = model.shape
+    assert len(logits) == c * h * w
+    with torch.no_grad():
+        full = model.logits(x, y)  # (n, C, levels, H, W)
+    naive_order = [full[:, k, :, i, j] for i in range(h) for j in range(w) for k in range(c)]
+    return max((a - b).abs().max().item() for a, b in zip(logits, naive_order))
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_every_autoregressive_network_has_a_fast_sampler(name):
+    assert callable(getattr(small_model(name, (1, 3, 3)).net, "generate", None))
+
+
+@pytest.mark.parametrize("name", MODELS)
+@pytest.mark.parametrize("shape", [(1, 5, 6), (3, 4, 5)], ids=["grey", "rgb"])
+def test_fast_sampler_draws_what_the_naive_sampler_draws(name, shape):
+    model = small_model(name, shape, levels=5)
+    torch.manual_seed(7)
+    fast = model.sample(6)
+    torch.manual_seed(7)
+    naive = model.sample(6, fast=False)
+    assert torch.equal(fast, naive)
+    torch.manual_seed(8)
+    assert fast_logits_gap(model, 6) < 1e-4
+
+
+@pytest.mark.parametrize("shape", [(1, 4, 5), (3, 3, 4)], ids=["grey", "rgb"])
+def test_fast_sampler_of_the_conditional_gated_pixelcnn_follows_the_label(shape):
+    torch.manual_seed(0)
+    model = GatedPixelCNN(shape=shape, levels=4, num_classes=10, channels=8, layers=3, head_channels=8,
+                          conditional=True).eval()
+    for y in (torch.tensor([0, 3, 3, 9]), None):  # None: the labels are drawn first, the same in both paths
+        torch.manual_seed(5)
+        fast = model.sample(4, y)
+        torch.manual_seed(5)
+        assert torch.equal(fast, model.sample(4, y, fast=False))
+    assert fast_logits_gap(model, 4, torch.tensor([1, 2, 3, 4])) < 1e-4
+
+
+@pytest.mark.parametrize("fast", [True, False], ids=["fast", "naive"])
+def test_sampling_switches_dropout_off_and_restores_the_mode(fast):
+    shape = (1, 3, 4)
+    model = small_model("pixelcnn", shape, dropout=0.9).train()
+    torch.manual_seed(2)
+    a = model.sample(5, fast=fast)
+    assert model.training
+    model.eval()
+    torch.manual_seed(2)
+    assert torch.equal(a, model.sample(5, fast=fast))  # the same draws as in evaluation mode: no dropout
+    assert not model.training
 
 
 def test_conditional_gated_pixelcnn_uses_the_label():

@@ -39,15 +39,44 @@ class AutoregressiveModel(GenerativeModel):
         return log_probs.gather(2, x.long().unsqueeze(2)).flatten(1).sum(1)
 
     @torch.no_grad()
-    def sample(self, n: int, y: Tensor | None = None) -> Tensor:
-        """Pixel by pixel, channel by channel: one network pass per sub-pixel."""
-        c, h, w = self.shape
+    def sample(self, n: int, y: Tensor | None = None, fast: bool = True) -> Tensor:
+        """(n, C, H, W) samples in evaluation mode (no dropout), drawn with the global torch RNG.
+
+        ``fast``: use the network's cached ``generate`` where it has one (PixelCNN, Gated PixelCNN and the
+        PixelRNNs do); it visits the sub-pixels in the naive order and calls ``draw`` once for each, so with the
+        same seed both paths give the same samples up to rare flips from float rounding.
+        """
         if self.conditional and y is None:
             y = torch.randint(self.num_classes, (n,), device=self.device)
+        was_training = self.training
+        self.eval()
+        try:
+            if fast and hasattr(self.net, "generate"):
+                return self.net.generate(n, self.class_labels(y), draw, self.scale, self.shape)
+            return self.sample_naive(n, y)
+        finally:
+            self.train(was_training)
+
+    @torch.no_grad()
+    def sample_naive(self, n: int, y: Tensor | None = None, steps: int | None = None) -> Tensor:
+        """Pixel by pixel, channel by channel: one full network pass per sub-pixel, in the current mode.
+
+        ``steps``: stop after that many sub-pixels (the rest stay 0), so a benchmark can time a prefix.
+        """
+        c, h, w = self.shape
         x = torch.zeros(n, c, h, w, dtype=torch.long, device=self.device)
-        for i in range(h):
-            for j in range(w):
-                for k in range(c):
-                    probs = F.softmax(self.logits(x, y)[:, k, :, i, j].float(), dim=1)  # (n, levels)
-                    x[:, k, i, j] = torch.multinomial(probs, 1).squeeze(1)
+        order = ((i, j, k) for i in range(h) for j in range(w) for k in range(c))
+        for _, (i, j, k) in zip(range(c * h * w if steps is None else steps), order):
+            x[:, k, i, j] = draw(self.logits(x, y)[:, k, :, i, j])
         return x
+
+
+def draw(logits: Tensor) -> Tensor:
+    """(n,) values drawn from the softmax of (n, levels) logits, in float32 whatever the network's precision.
+
+    The one draw both samplers call, so that they consume the RNG alike.
+    """
+    return torch.multinomial(F.softmax(logits.float(), dim=1), 1).squeeze(1)
+
+
+draw.capturable = True  # no host sync: a network may record it into a CUDA graph (see genzoo.nn.fast_pixelcnn)

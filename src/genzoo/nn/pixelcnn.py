@@ -15,6 +15,7 @@
   ⌈k/2⌉ rows instead of a masked k×k kernel, so it does no wasted work.
 
 Both map ``(B, C, H, W)`` floats to ``(B, C, levels, H, W)`` logits; channel groups follow ``genzoo.nn.masked``.
+Both sample with per-layer caches through ``generate`` (``genzoo.nn.fast_pixelcnn``).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from genzoo.nn.fast_pixelcnn import generate_gated_pixelcnn, generate_pixelcnn, sample_with_caches
 from genzoo.nn.masked import MaskedConv2d
 
 
@@ -90,6 +92,10 @@ class PixelCNNNet(nn.Module):
         b, c, h, w = x.shape
         out = self.head(self.blocks(self.input(x)))
         return out.view(b, c, self.levels, h, w)  # (B, C, levels, H, W)
+
+    def generate(self, n: int, y, draw, scale, shape) -> Tensor:
+        """(n, C, H, W) samples drawn with per-layer caches (``genzoo.nn.fast_pixelcnn``), evaluation mode."""
+        return sample_with_caches(self, generate_pixelcnn, n, y, draw, scale, shape)
 
 
 class VerticalConv(nn.Module):
@@ -183,3 +189,7 @@ class GatedPixelCNNNet(nn.Module):
             v, hor, s = layer(v, hor, y)
             skip = skip + s
         return self.head(skip).view(b, c, self.levels, h, w)  # (B, C, levels, H, W)
+
+    def generate(self, n: int, y, draw, scale, shape) -> Tensor:
+        """(n, C, H, W) samples drawn with per-layer caches (``genzoo.nn.fast_pixelcnn``), evaluation mode."""
+        return sample_with_caches(self, generate_gated_pixelcnn, n, y, draw, scale, shape)

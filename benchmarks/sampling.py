@@ -1,0 +1,151 @@
+"""Naive against cached sampling (Ramachandran et al. 2017) for the shipped PixelCNN and Gated PixelCNN networks.
+
+    python benchmarks/sampling.py                              # 1×28×28, 256 levels, batch 64, CPU
+    python benchmarks/sampling.py --batch 256 --device cuda    # on a GPU
+
+Each model is built from its shipped config (``conf/model/{pixelcnn,gated_pixelcnn}.yaml``, untrained weights:
+the cost does not depend on them) for 1×28×28 images with 256 levels, in evaluation mode. Then, in one run:
+
+* fast: ``model.sample(batch)`` from a fixed seed, every one of the H·W·C sub-pixels, timed whole, twice. On a
+  GPU the first call records the sampling loop as a CUDA graph and the second replays it (as every later call
+  with that batch size does); the speedup uses the second call, and the first is printed beside it;
+* naive: ``model.sample_naive`` from the same seed. It runs the full network once per sub-pixel, so every step
+  costs the same: the first ``--naive-steps`` steps are timed and the time per step is multiplied by H·W·C (the
+  output says so; ``--naive-steps 0`` runs all of them). Its draws are checked against the fast sampler's.
+* check (not timed): the fast sampler is run again from the same seed, recording each step's logits and RNG
+  state. One full pass over its samples gives the logits the naive sampler computes at every step (causality), so
+  the largest logit difference and the number of draws that float rounding flips (the naive draw, replayed from
+  the same RNG state, differs) are counted over all steps, not only the timed prefix.
+
+The last line is ``speedup: X`` for PixelCNN (naive seconds / fast seconds); the Gated PixelCNN line comes first.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from importlib.resources import files
+
+import torch
+from omegaconf import OmegaConf
+
+from genzoo.models import GatedPixelCNN, PixelCNN
+from genzoo.models.autoregressive import draw
+
+SHAPE, LEVELS = (1, 28, 28), 256
+CLASSES = {"gated_pixelcnn": GatedPixelCNN, "pixelcnn": PixelCNN}
+
+
+def shipped_model(name: str, device: str):
+    """The shipped config, less what the data fills in and what only the run uses."""
+    cfg = OmegaConf.load(files("genzoo.conf") / "model" / f"{name}.yaml")
+    hparams = {k: cfg[k] for k in cfg if k not in ("_target_", "shape", "levels", "num_classes", "monitor", "mode")}
+    torch.manual_seed(0)
+    return CLASSES[name](SHAPE, LEVELS, 0, **hparams).to(device).eval(), hparams
+
+
+def sync(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def rng_state(device: str):
+    return torch.cuda.get_rng_state() if device.startswith("cuda") else torch.get_rng_state()
+
+
+def set_rng_state(device: str, state) -> None:
+    (torch.cuda.set_rng_state if device.startswith("cuda") else torch.set_rng_state)(state)
+
+
+def check_against_full_pass(model, batch: int, seed: int, device: str):
+    """Samples of the eager fast loop; largest |fast - full| logit, flipped draws and all draws over its steps."""
+    states, logits = [], []
+
+    def recording_draw(step_logits):
+        states.append(rng_state(device))
+        logits.append(step_logits.clone())
+        return draw(step_logits)
+
+    torch.manual_seed(seed)
+    x = model.net.generate(batch, None, recording_draw, model.scale, model.shape)
+    with torch.no_grad():
+        full = model.logits(x)  # (B, C, levels, H, W): the naive sampler's logits at every step
+    c, h, w = model.shape
+    worst, flips, step = 0.0, 0, 0
+    for i in range(h):
+        for j in range(w):
+            for k in range(c):
+                naive_logits = full[:, k, :, i, j]
+                worst = max(worst, (logits[step] - naive_logits).abs().max().item())
+                set_rng_state(device, states[step])
+                flips += int((draw(naive_logits) != x[:, k, i, j]).sum())
+                step += 1
+    return x, worst, flips, batch * step
+
+
+def measure(name: str, batch: int, device: str, naive_steps: int, seed: int = 1) -> float:
+    model, hparams = shipped_model(name, device)
+    steps = SHAPE[0] * SHAPE[1] * SHAPE[2]
+    # Warm-up: kernels, allocator and (on GPU) cuDNN's algorithm choice, outside the timed runs.
+    model.sample_naive(batch, steps=1)
+    model.net.generate(batch, None, draw, model.scale, (SHAPE[0], 2, SHAPE[2]))
+    sync(device)
+
+    fast_s = []
+    for _ in range(2):
+        torch.manual_seed(seed)
+        start = time.perf_counter()
+        fast = model.sample(batch)
+        sync(device)
+        fast_s.append(time.perf_counter() - start)
+    first_s, fast_s = fast_s
+
+    timed = steps if naive_steps <= 0 else min(naive_steps, steps)
+    torch.manual_seed(seed)
+    start = time.perf_counter()
+    naive = model.sample_naive(batch, steps=timed)
+    sync(device)
+    naive_step_s = (time.perf_counter() - start) / timed
+    naive_s = naive_step_s * steps
+    # The prefix the naive sampler drew, in raster order, against the fast sampler's.
+    prefix = torch.arange(steps, device=device).view(SHAPE[1], SHAPE[2]) < timed  # C = 1
+    differ = int(((naive != fast) & prefix).sum())
+
+    eager, worst, flips, draws = check_against_full_pass(model, batch, seed, device)
+    width = hparams.get("channels")
+    depth = hparams.get("blocks", hparams.get("layers"))
+    print(f"{name}: {width} channels, depth {depth}, batch {batch}, {device}, "
+          f"{torch.get_num_threads()} torch threads (the fast path uses 1 on CPU)")
+    how = "all steps run" if timed == steps else f"{timed} of {steps} steps timed, extrapolated to {steps}"
+    print(f"  naive: {naive_s:9.2f} s  ({naive_step_s * 1000:.1f} ms per step; {how}); "
+          f"draws differing from the fast run in that prefix: {differ}")
+    print(f"  fast:  {fast_s:9.2f} s  ({fast_s / steps * 1000:.2f} ms per step, all {steps} steps run; "
+          f"first call {first_s:.2f} s{', recording the CUDA graph' if device.startswith('cuda') else ''})")
+    print(f"         sub-pixels differing from the eager cached loop from the same seed: {int((fast != eager).sum())}")
+    print(f"  check: max |fast - full-pass logit| = {worst:.2e}; draws flipped by rounding: {flips} of {draws}")
+    return naive_s / fast_s
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--batch", type=int, default=64)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--naive-steps", type=int, default=8,
+                        help="naive steps timed, then extrapolated to all 784 (0: run all; default 8)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch threads for the naive sampler (default: torch's own; the fast one uses 1 on CPU)")
+    parser.add_argument("--models", nargs="+", choices=list(CLASSES), default=list(CLASSES))
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    print(f"torch {torch.__version__}; images 1x28x28, {LEVELS} levels; untrained shipped networks")
+    ratios = {name: measure(name, args.batch, args.device, args.naive_steps) for name in args.models}
+    for name, ratio in ratios.items():
+        if name != "pixelcnn":
+            print(f"{name} speedup: {ratio:.1f}")
+    if "pixelcnn" in ratios:
+        print(f"speedup: {ratios['pixelcnn']:.1f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,98 @@
+"""The cached samplers of PixelCNN and Gated PixelCNN (Ramachandran et al. 2017): each cached layer against the
+convolution it replaces, then whole samplers against the naive one on deep networks and odd shapes."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from test_autoregressive import fast_logits_gap
+
+from genzoo.models import GatedPixelCNN, PixelCNN
+from genzoo.nn.fast_pixelcnn import Window
+from genzoo.nn.masked import MaskedConv2d
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
+@pytest.mark.parametrize("kernel", [(7, 7), (3, 3), (1, 5), (5, 3)])
+@pytest.mark.parametrize("mask_type", ["A", "B"])
+def test_window_at_each_position_equals_the_masked_convolution(kernel, mask_type):
+    # Filled in raster order, as the sampler fills it: every window reads only positions already written, and the
+    # cache's zero padding plays the convolution's.
+    torch.manual_seed(0)
+    conv = MaskedConv2d(6, 9, kernel, mask_type, data_channels=3)
+    x = torch.randn(2, 6, 5, 4)  # (n, in, H, W)
+    with torch.no_grad():
+        full = conv(x)  # (n, out, H, W)
+        window = Window(conv, 2, 5, 4)
+        for i in range(5):
+            for j in range(4):
+                torch.testing.assert_close(window(x[:, :, i, j], i, j), full[:, :, i, j], atol=1e-5, rtol=1e-5)
+
+
+def same_as_naive(model, n: int = 4, seed: int = 3) -> bool:
+    torch.manual_seed(seed)
+    fast = model.sample(n)
+    torch.manual_seed(seed)
+    return torch.equal(fast, model.sample(n, fast=False))
+
+
+@pytest.mark.parametrize("bottleneck", [True, False], ids=["bottleneck", "full_width"])
+def test_deep_pixelcnn_with_a_blind_spot_samples_as_the_naive_sampler(bottleneck):
+    # Six blocks: the receptive field covers most rows above, and its blind spot (pinned in test_autoregressive)
+    # must be reproduced, not filled, by the cache.
+    torch.manual_seed(0)
+    model = PixelCNN(shape=(1, 8, 9), levels=6, channels=12, blocks=6, head_channels=16, dropout=0.3,
+                     bottleneck=bottleneck).eval()
+    assert same_as_naive(model)
+    assert fast_logits_gap(model, 4) < 1e-4
+
+
+@pytest.mark.parametrize("shape", [(1, 3, 7), (3, 1, 5), (2, 6, 1), (3, 2, 3)], ids=str)
+@pytest.mark.parametrize("name", ["pixelcnn", "gated_pixelcnn"])
+def test_odd_shapes_and_kernels_wider_than_the_image(name, shape):
+    torch.manual_seed(0)
+    if name == "pixelcnn":
+        model = PixelCNN(shape=shape, levels=3, channels=12, blocks=2, kernel_size=5, head_channels=8)
+    else:
+        model = GatedPixelCNN(shape=shape, levels=3, channels=12, layers=3, kernel_size=5, head_channels=8)
+    model.eval()
+    assert same_as_naive(model)
+    assert fast_logits_gap(model, 4) < 1e-4
+
+
+def test_gated_pixelcnn_with_a_deep_vertical_stack():
+    # Seven layers of 3-wide vertical kernels: row i's vertical input, computed once per row, reaches back through
+    # every row above.
+    torch.manual_seed(0)
+    model = GatedPixelCNN(shape=(3, 7, 6), levels=4, channels=12, layers=7, kernel_size=3, head_channels=8).eval()
+    assert same_as_naive(model)
+    assert fast_logits_gap(model, 3) < 1e-4
+
+
+def test_a_new_sample_uses_the_current_weights():
+    # Nothing from an earlier call (masked weights, caches) may outlive a training step.
+    torch.manual_seed(0)
+    model = GatedPixelCNN(shape=(1, 4, 4), levels=4, channels=8, layers=2, head_channels=8).eval()
+    torch.manual_seed(1)
+    before = model.sample(8)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn_like(p))
+    assert same_as_naive(model, n=8, seed=1)
+    torch.manual_seed(1)
+    assert not torch.equal(before, model.sample(8))
+
+
+def test_samples_are_ordinary_tensors_and_the_thread_count_is_restored():
+    torch.manual_seed(0)
+    model = PixelCNN(shape=(1, 3, 3), levels=4, channels=8, blocks=1, head_channels=8).eval()
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)  # the sampler runs on one thread, then gives the caller's count back
+    try:
+        x = model.sample(2)
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(threads)
+    assert not x.is_inference()
+    x[0] = 0  # a caller may write into its samples
