@@ -15,6 +15,8 @@ from genzoo.models import DiagonalBiLSTM, RowLSTM
 from genzoo.nn.diagonal_bilstm import DiagonalBiLSTM as DiagonalBiLSTMLayer
 from genzoo.nn.pixelrnn import skew, unskew
 
+from causality import allowed_map, dependency_map
+
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 MODELS = {"row_lstm": RowLSTM, "diagonal_bilstm": DiagonalBiLSTM}
@@ -36,26 +38,6 @@ def input_dependencies(fn, x: torch.Tensor) -> torch.Tensor:
         (grad,) = torch.autograd.grad(out[:, :, i, j].sum(), x, retain_graph=True)
         dep[i, j] = grad.abs().sum((0, 1)) > 0
     return dep
-
-
-def subpixel_dependencies(model, shape) -> torch.Tensor:
-    """dep[c, i, j, c', i', j'] for the logits of a whole network, over several random inputs."""
-    c, h, w = shape
-    x = torch.randn(4, c, h, w, generator=torch.Generator().manual_seed(0), requires_grad=True)
-    logits = model.net(x)  # (4, C, L, H, W)
-    dep = torch.zeros(c, h, w, c, h, w, dtype=torch.bool)
-    for k, i, j in itertools.product(range(c), range(h), range(w)):
-        (grad,) = torch.autograd.grad(logits[:, k, :, i, j].sum(), x, retain_graph=True)
-        dep[k, i, j] = grad.abs().sum(0) > 0
-    return dep
-
-
-def earlier_subpixels(shape) -> torch.Tensor:
-    c, h, w = shape
-    allowed = torch.zeros(c, h, w, c, h, w, dtype=torch.bool)
-    for k, i, j, k2, i2, j2 in itertools.product(*(range(s) for s in (c, h, w, c, h, w))):
-        allowed[k, i, j, k2, i2, j2] = (i2, j2) < (i, j) or ((i2, j2) == (i, j) and k2 < k)
-    return allowed
 
 
 def row_lstm_context(h: int, w: int, layers: int, kernel: int, state_kernel: int = 3, first: int = 7):
@@ -98,9 +80,9 @@ def test_skew_moves_row_i_right_by_i_and_unskew_undoes_it(hw):
 def test_row_lstm_sees_exactly_the_triangle_its_layer_rules_give(layers, kernel):
     shape = (1, 7, 9)
     model = small("row_lstm", shape, layers=layers, kernel_size=kernel)
-    dep = subpixel_dependencies(model, shape)[0, :, :, 0]  # (H, W, H, W)
+    dep = dependency_map(model, shape)[0, :, :, 0]  # (H, W, H, W)
     assert torch.equal(dep, row_lstm_context(7, 9, layers, kernel))
-    earlier = earlier_subpixels(shape)[0, :, :, 0]
+    earlier = allowed_map(shape)[0, :, :, 0]
     assert not (dep & ~earlier).any()
     assert (earlier & ~dep).any()  # not the whole past, unlike the Diagonal BiLSTM
 
@@ -109,7 +91,7 @@ def test_row_lstm_context_of_one_layer_is_a_triangle():
     # One layer, kernel 3, on a 5×15 image: what the logits at the bottom-middle pixel (4, 7) read. Row 4-r reads
     # columns 7-4-r … 7+2+r: the 7×7 first layer's reach, widened by one column per row up on either side.
     shape = (1, 5, 15)
-    dep = subpixel_dependencies(small("row_lstm", shape, layers=1), shape)[0, 4, 7, 0]  # (H, W)
+    dep = dependency_map(small("row_lstm", shape, layers=1), shape)[0, 4, 7, 0]  # (H, W)
     picture = ["".join("#" if seen else "." for seen in row) for row in dep.tolist()]
     assert picture == [
         "##############.",
@@ -124,7 +106,7 @@ def test_row_lstm_context_of_one_layer_is_a_triangle():
 def test_diagonal_bilstm_sees_every_earlier_subpixel_but_the_previous_rows_last_from_a_rows_start(shape):
     c, h, w = shape
     model = small("diagonal_bilstm", shape, layers=2)
-    dep, earlier = subpixel_dependencies(model, shape), earlier_subpixels(shape)
+    dep, earlier = dependency_map(model, shape), allowed_map(shape)
     assert torch.equal(dep[c - 1, h - 1, w - 1], earlier[c - 1, h - 1, w - 1])  # the last position sees all
     # No feature of row i depends on that row's last sub-pixel (channel C-1 of (i, W-1): mask A hides it there,
     # and nothing lies right of it), so the shifted right-to-left direction cannot carry it; only the first layer's
