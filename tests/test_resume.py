@@ -157,3 +157,27 @@ def test_resume_from_a_truncated_checkpoint_stops_with_one_sentence(cli, tmp_pat
     assert run.returncode != 0 and "Traceback" not in run.output, run.tail()
     assert "last.ckpt is not a readable checkpoint" in run.stderr and "truncated" in run.stderr, run.tail()
     assert not list((tmp_path / "work").glob("outputs/runs/*/checkpoints/*")), "no new checkpoint was written"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("experiment", ["digits_vae", "digits_autoencoder", "digits_dcgan"])
+def test_every_model_resumed_from_a_mid_epoch_checkpoint_ends_with_the_same_weights(cli, tmp_path, experiment):
+    """Model state outside the weights counts too: the GAN's noise stream, the autoencoder's code statistics."""
+    run = [f"experiment={experiment}", "logger=csv", "test=false", "trainer.max_epochs=2", "callbacks.fidelity=null",
+           "callbacks.progress_bar=null", "callbacks.step_checkpoint.every_n_train_steps=10",
+           "callbacks.step_checkpoint.save_top_k=-1"]
+    whole = cli.train(*run, f"hydra.run.dir={tmp_path / 'whole'}", workdir=tmp_path)
+    assert whole.returncode == 0, whole.tail()
+    steps = sorted((tmp_path / "whole" / "checkpoints").glob("step*.ckpt"))
+    middle = steps[len(steps) // 2]  # inside the second epoch for all three (23 batches an epoch)
+    assert torch.load(middle, weights_only=True)["loops"]["fit_loop"]["epoch_progress"]["current"]["completed"] == 1
+
+    shutil.copytree(tmp_path / "whole", tmp_path / "resumed")
+    for c in (tmp_path / "resumed" / "checkpoints").iterdir():
+        if c.name != middle.name:
+            c.unlink()
+    resumed = cli.train(f"resume={tmp_path / 'resumed'}", workdir=tmp_path)
+    assert resumed.returncode == 0, resumed.tail()
+    (_, w_whole), (_, w_resumed) = final_state(tmp_path / "whole"), final_state(tmp_path / "resumed")
+    for name, w in w_whole.items():  # parameters and buffers (EMA generator, batch-norm and code statistics)
+        torch.testing.assert_close(w_resumed[name], w, rtol=1e-6, atol=1e-7, msg=name)

@@ -45,6 +45,7 @@ class Autoencoder(GenerativeModel):
         self.register_buffer("code_mean", torch.zeros(self.z_dim))
         self.register_buffer("code_cov", torch.eye(self.z_dim))
         self._code_sums: tuple[int, Tensor, Tensor] | None = None  # (n, Σz, Σzzᵀ) of this epoch, float64
+        self._resumed_mid_epoch = False
 
     # ---- the code ------------------------------------------------------------------------------------------
     def encode(self, x: Tensor) -> Tensor:
@@ -82,7 +83,7 @@ class Autoencoder(GenerativeModel):
         if self._code_sums is None:
             self._code_sums = (0, z.new_zeros(self.z_dim), z.new_zeros(self.z_dim, self.z_dim))
         n, s1, s2 = self._code_sums
-        n, s1, s2 = n + len(z), s1 + z.sum(0), s2 + z.T @ z
+        n, s1, s2 = n + len(z), s1.to(z.device) + z.sum(0), s2.to(z.device) + z.T @ z  # (sums of a checkpoint: CPU)
         self._code_sums = (n, s1, s2)
         if n > self.z_dim:  # enough codes for a full-rank covariance
             mean = s1 / n
@@ -90,7 +91,25 @@ class Autoencoder(GenerativeModel):
             self.code_cov.copy_(s2 / n - torch.outer(mean, mean))
 
     def on_train_epoch_start(self) -> None:
-        self._code_sums = None
+        if not self._resumed_mid_epoch:  # after a mid-epoch resume, go on summing the codes of that epoch
+            self._code_sums = None
+
+    def on_train_batch_end(self, outputs, batch, batch_idx) -> None:
+        self._resumed_mid_epoch = False  # (Lightning does not always call on_train_epoch_start on such a resume)
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        trainer = self._trainer
+        mid_epoch = trainer is not None and (trainer.fit_loop.epoch_loop.batch_progress.current.processed
+                                             < trainer.num_training_batches)
+        if mid_epoch and self._code_sums is not None:  # the epoch's sums so far, for a resumed run to go on with
+            n, s1, s2 = self._code_sums
+            checkpoint["code_sums"] = [torch.tensor(n), s1, s2]
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        super().on_load_checkpoint(checkpoint)
+        if "code_sums" in checkpoint:
+            n, s1, s2 = checkpoint["code_sums"]
+            self._code_sums, self._resumed_mid_epoch = (int(n), s1, s2), True
 
     # ---- training and evaluation ---------------------------------------------------------------------------
     def squared_errors(self, x: Tensor, record: bool = False) -> Tensor:

@@ -108,6 +108,7 @@ class DCGAN(GenerativeModel):
         self.register_buffer("d_step_count", torch.zeros((), dtype=torch.long))
         self.register_buffer("g_step_count", torch.zeros((), dtype=torch.long))
         self.noise_rng: torch.Generator | None = None  # per-rank noise stream, made at the start of training
+        self._saved_noise_rng: dict | None = None  # its state from a checkpoint, until training starts again
 
     # ---- the contract ----------------------------------------------------------------------------------------
     @torch.no_grad()
@@ -141,9 +142,24 @@ class DCGAN(GenerativeModel):
             strategy._ddp_kwargs["find_unused_parameters"] = True
 
     def on_train_start(self) -> None:
-        # Each DDP rank draws its own noise (every rank was seeded alike); a resumed run draws new noise.
-        seed = (torch.initial_seed() * 1_000_003 + self.global_rank * 7919 + int(self.d_step_count)) % 2**63
-        self.noise_rng = torch.Generator(device=self.device).manual_seed(seed)
+        # Each DDP rank draws its own noise (every rank was seeded alike). A resumed run goes on with the stream
+        # saved in its checkpoint, so it draws what an uninterrupted run would (rank zero's state, on the same
+        # kind of device; otherwise a fresh stream).
+        self.noise_rng = torch.Generator(device=self.device)
+        saved, self._saved_noise_rng = self._saved_noise_rng, None
+        if saved is not None and saved["device"] == self.device.type and self.global_rank == 0:
+            self.noise_rng.set_state(saved["state"])
+        else:
+            seed = (torch.initial_seed() * 1_000_003 + self.global_rank * 7919 + int(self.d_step_count)) % 2**63
+            self.noise_rng.manual_seed(seed)
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        if self.noise_rng is not None:  # a ByteTensor: the checkpoint still loads with weights_only=True
+            checkpoint["noise_rng"] = {"device": self.noise_rng.device.type, "state": self.noise_rng.get_state()}
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        super().on_load_checkpoint(checkpoint)
+        self._saved_noise_rng = checkpoint.get("noise_rng")
 
     def noise(self, n: int) -> Tensor:
         return torch.randn(n, self.z_dim, device=self.device, generator=self.noise_rng)  # (n, z_dim)
