@@ -26,22 +26,10 @@ from pathlib import Path
 
 import torch
 import torch_fidelity
-from torch.utils.data import Dataset
 
 from genzoo.data import DigitsDataModule
 from genzoo.evaluation import cache, classifier, features
 from genzoo.evaluation.metrics import fid, fidelity_metrics
-
-
-class BareTensors(Dataset):
-    def __init__(self, images):
-        self.images = images
-
-    def __len__(self):
-        return len(self.images)
-
-    def __getitem__(self, i):
-        return self.images[i]
 
 
 def classifier_weights(dm, folder: Path) -> Path:
@@ -61,7 +49,8 @@ def genzoo_fid(weights: Path, fake, real) -> float:
 
 def torch_fidelity_fid(weights: Path, fake, real) -> float:
     out = torch_fidelity.calculate_metrics(
-        input1=BareTensors(features.to_uint8(fake, 17)), input2=BareTensors(features.to_uint8(real, 17)),
+        input1=features.BareTensors(features.to_uint8(fake, 17)),
+        input2=features.BareTensors(features.to_uint8(real, 17)),
         cuda=False, fid=True, feature_extractor=classifier.NAME, feature_extractor_weights_path=str(weights),
         batch_size=256, cache=False, verbose=False, save_cpu_ram=True)
     return out["frechet_inception_distance"]

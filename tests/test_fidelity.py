@@ -9,7 +9,6 @@ import math
 
 import pytest
 import torch
-from torch.utils.data import Dataset
 
 from genzoo.data import DigitsDataModule
 from genzoo.errors import GenzooError
@@ -81,26 +80,14 @@ def test_kid_subset_size_never_exceeds_n():
 
 
 # ---- the same numbers as torch-fidelity and torchmetrics ---------------------------------------------------------
-class BareTensors(Dataset):
-    """torch-fidelity's input: a dataset of bare uint8 tensors."""
-
-    def __init__(self, images):
-        self.images = images
-
-    def __len__(self):
-        return len(self.images)
-
-    def __getitem__(self, i):
-        return self.images[i]
-
-
 def test_metrics_equal_torch_fidelity_calculate_metrics_with_the_same_extractor(digits, extractor):
     import torch_fidelity
 
     fake, real = digits.splits["val"].images, digits.splits["test"].images
     ours = fidelity_metrics(features.extract(extractor, fake, 17), features.extract(extractor, real, 17), seed=7)
     theirs = torch_fidelity.calculate_metrics(
-        input1=BareTensors(features.to_uint8(fake, 17)), input2=BareTensors(features.to_uint8(real, 17)),
+        input1=features.BareTensors(features.to_uint8(fake, 17)),
+        input2=features.BareTensors(features.to_uint8(real, 17)),
         cuda=False, isc=True, fid=True, kid=True, prc=True, feature_extractor=classifier.NAME,
         feature_extractor_weights_path=str(extractor.weights_path), kid_subset_size=len(real), rng_seed=7,
         cache=False, verbose=False, save_cpu_ram=True)

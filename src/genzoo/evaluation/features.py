@@ -41,6 +41,19 @@ def to_uint8(x: Tensor, levels: int) -> Tensor:
     return (x.float() * (255.0 / (levels - 1))).round_().to(torch.uint8)
 
 
+class BareTensors(torch.utils.data.Dataset):
+    """Images as torch-fidelity's ``calculate_metrics`` takes them: a dataset of bare uint8 (C, H, W) tensors."""
+
+    def __init__(self, images: Tensor):
+        self.images = images
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, i: int) -> Tensor:
+        return self.images[i]
+
+
 def file_hash(path: str | Path, _memo: dict = {}) -> str:  # noqa: B006 - a per-process memo on purpose
     p = Path(path)
     key = (str(p.resolve()), p.stat().st_size, p.stat().st_mtime_ns)
