@@ -91,10 +91,14 @@ def plain_loop(model: PixelCNN, datamodule: ImageDataModule, total: int) -> tupl
     """Step end times of a bare loop; Lightning's order: forward, zero_grad, backward, optimizer and lr step."""
     opt = torch.optim.AdamW(model.parameters(), lr=model.lr, weight_decay=model.weight_decay)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=model.lr, total_steps=total)
+    datamodule.trainer = None  # a loader of its own: no Trainer's epoch counter from an earlier repeat
     loader = datamodule.train_dataloader()
     model.train()
     times: list[float] = []
+    epoch = 0
     while len(times) < total:
+        loader.sampler.set_epoch(epoch)  # what Lightning does: each epoch its own (seed, epoch) permutation
+        epoch += 1
         for x, y in loader:
             loss = model.loss(x, y)
             opt.zero_grad()
