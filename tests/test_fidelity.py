@@ -41,6 +41,13 @@ def extractor(digits, tmp_path_factory):
     return features.build_extractor("classifier", train_tiny(digits, tmp_path_factory.mktemp("classifier")))
 
 
+def test_classifier_extractor_gives_its_features_for_its_own_dummy_input(extractor):
+    dummy = extractor.module.get_dummy_input_for_compile()
+    assert dummy.dtype == torch.uint8 and dummy.shape == (1, 1, 8, 8)
+    feats, logits = extractor.module(dummy)
+    assert feats.shape == (1, extractor.module.num_features) and logits.shape == (1, 10)
+
+
 def gaussian_features(n, d=16, shift=0.0, seed=0):
     g = torch.Generator().manual_seed(seed)
     return {"features": torch.randn(n, d, generator=g) + shift, "logits": torch.randn(n, 10, generator=g)}

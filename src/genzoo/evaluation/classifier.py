@@ -155,7 +155,8 @@ class DomainClassifierExtractor(FeatureExtractorBase):
         if feature_extractor_weights_path is None:
             raise ValueError(f"{NAME} needs feature_extractor_weights_path: the cached classifier file.")
         state = torch.load(feature_extractor_weights_path, map_location="cpu", weights_only=True)
-        self.net = ClassifierNet(**state["arch"])
+        self.arch = dict(state["arch"])
+        self.net = ClassifierNet(**self.arch)
         self.net.load_state_dict(state["state_dict"])
         self.test_accuracy = float(state["test_accuracy"])
         self.num_features = state["arch"]["feature_dim"]  # torchmetrics reads this instead of a 299×299 probe
@@ -172,11 +173,12 @@ class DomainClassifierExtractor(FeatureExtractorBase):
 
     @staticmethod
     def can_be_compiled():
-        return False
+        return False  # a few milliseconds a batch: compiling would cost more than it saves
 
-    @staticmethod
-    def get_dummy_input_for_compile():
-        raise NotImplementedError
+    def get_dummy_input_for_compile(self) -> Tensor:
+        """One uint8 image of the size the classifier was trained on (what torch-fidelity would trace with)."""
+        arch = self.arch
+        return torch.zeros(1, arch["in_channels"], arch["size"], arch["size"], dtype=torch.uint8)
 
     def forward(self, x: Tensor) -> tuple[Tensor, ...]:
         features, logits = self.net(x.float() / 255)
