@@ -95,7 +95,7 @@ def test_eval_mistakes_stop_with_one_sentence(cli, trained, tmp_path, case):
     elif case == "corrupt checkpoint":
         for ckpt in (run_dir / "checkpoints").glob("*.ckpt"):
             ckpt.write_bytes(b"not a checkpoint")
-        expected = "cannot be read as a genzoo checkpoint"
+        expected = "is not a readable checkpoint"
     else:
         config = run_dir / "config.yaml"
         config.write_text(config.read_text().replace("genzoo.models.PixelCNN", "genzoo.models.NoSuchModel"))

@@ -16,7 +16,6 @@ import json
 from pathlib import Path
 
 import hydra
-import torch
 from omegaconf import DictConfig, OmegaConf
 
 from genzoo.callbacks.metrics_file import scalar_metrics
@@ -24,24 +23,15 @@ from genzoo.config import build
 from genzoo.errors import GenzooError
 from genzoo.evaluation import inception
 from genzoo.loggers import finish_wandb
-from genzoo.runs import open_run, start_process
+from genzoo.runs import find_checkpoint, open_run, read_checkpoint, start_process
 
 
 def find_run_checkpoint(path: str) -> tuple[Path, Path]:
     """(checkpoint, the run folder holding its config.yaml) for ``ckpt=`` a run folder or a .ckpt file."""
-    p = Path(path).expanduser().resolve()
-    if p.is_dir():
-        best = sorted(p.glob("checkpoints/best-*.ckpt"), key=lambda c: c.stat().st_mtime_ns)
-        candidates = best or [c for c in [p / "checkpoints" / "last.ckpt"] if c.is_file()]
-        if not candidates:
-            raise GenzooError(f"ckpt={path} is a folder without checkpoints/: give a genzoo run folder that has "
-                              "saved a checkpoint, or the path of a .ckpt file.")
-        ckpt, run_dir = candidates[-1], p
-    elif p.is_file():
-        ckpt, run_dir = p, p.parent.parent if p.parent.name == "checkpoints" else p.parent
-    else:
-        raise GenzooError(f"ckpt={path} does not exist: give a genzoo run folder or a .ckpt file.")
-    if not (run_dir / "config.yaml").is_file():
+    ckpt, run_dir = find_checkpoint(path, arg="ckpt", best=True)
+    if run_dir is None and (ckpt.parent / "config.yaml").is_file():  # a checkpoint kept beside its config
+        run_dir = ckpt.parent
+    if run_dir is None:
         raise GenzooError(f"ckpt={path} has no config.yaml of its run beside checkpoints/: give a checkpoint inside "
                           "a genzoo run folder (run_dir/checkpoints/NAME.ckpt).")
     return ckpt, run_dir
@@ -49,13 +39,7 @@ def find_run_checkpoint(path: str) -> tuple[Path, Path]:
 
 def load_model(ckpt: Path, saved: DictConfig):
     """The model of the saved config with the checkpoint's weights; one sentence when either is wrong."""
-    try:
-        checkpoint = torch.load(ckpt, map_location="cpu", weights_only=True)
-        state = checkpoint["state_dict"]
-    except Exception as e:  # noqa: BLE001 - truncated, foreign or unsafe files all end here
-        reason = str(e).strip().splitlines()[0][:120] if str(e).strip() else type(e).__name__
-        raise GenzooError(f"ckpt={ckpt} cannot be read as a genzoo checkpoint ({reason}): give a .ckpt file that "
-                          "genzoo-train wrote (checkpoints/last.ckpt or best-*.ckpt).") from None
+    state = read_checkpoint(ckpt)["state_dict"]
     model = build(saved.model, "model")
     try:
         model.load_state_dict(state)

@@ -58,33 +58,40 @@ def write_run_files(run_dir: Path, cfg: DictConfig) -> None:
     (run_dir / "env.json").write_text(json.dumps(environment(), indent=2) + "\n")
 
 
-def check_checkpoint(path: Path) -> None:
-    """Fail before training when ``path`` cannot be read back (truncated, corrupt, or not a checkpoint)."""
+def read_checkpoint(path: Path, mmap: bool = False) -> dict:
+    """A genzoo checkpoint read with ``weights_only=True``; one sentence when it is truncated, corrupt or foreign.
+
+    ``mmap``: only check that it reads (tensors stay on disk), as ``resume=`` does before training."""
     import torch
 
     try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=True)  # mmap: tensors are not read
+        ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except Exception as e:  # noqa: BLE001 - any failure to read means the same thing to the user
         raise GenzooError(f"{path} is not a readable checkpoint ({type(e).__name__}: it is truncated, corrupt or "
-                          "not a Lightning checkpoint): resume from another file in its checkpoints/ folder, or "
-                          "start a new run.") from None
+                          "not a Lightning checkpoint): use another file in its checkpoints/ folder, or start a new "
+                          "run.") from None
     if not isinstance(ckpt, dict) or "state_dict" not in ckpt:
         raise GenzooError(f"{path} holds no model weights (no 'state_dict'): give a checkpoint written by "
                           "genzoo-train.")
+    return ckpt
 
 
-def find_checkpoint(path: str | Path) -> tuple[Path, Path | None]:
-    """(checkpoint, its run folder or None) for a run folder or a checkpoint file given to ``resume=``."""
+def find_checkpoint(path: str | Path, arg: str = "resume", best: bool = False) -> tuple[Path, Path | None]:
+    """(checkpoint, its run folder or None) for a run folder or a checkpoint file given to ``arg=``.
+
+    In a run folder: the best checkpoint when ``best`` (``genzoo-eval``), otherwise, and where there is no best
+    one, the newer of the end-of-epoch and the every-N-steps checkpoint (where a killed run continues)."""
     p = Path(path).expanduser().resolve()
     if p.is_dir():
-        # the newer of the end-of-epoch checkpoint and the every-N-steps one: a killed run continues from there
-        candidates = [c for c in [p / "checkpoints" / "last.ckpt", *p.glob("checkpoints/step*.ckpt")] if c.is_file()]
+        candidates = sorted(p.glob("checkpoints/best-*.ckpt")) if best else []
+        candidates = candidates or [c for c in [p / "checkpoints" / "last.ckpt", *p.glob("checkpoints/step*.ckpt")]
+                                    if c.is_file()]
         if not candidates:
-            raise GenzooError(f"resume={path} is a folder without checkpoints/last.ckpt: give a genzoo run folder "
+            raise GenzooError(f"{arg}={path} is a folder without checkpoints/last.ckpt: give a genzoo run folder "
                               "that has saved a checkpoint, or the path of a .ckpt file.")
         return max(candidates, key=lambda c: c.stat().st_mtime_ns), p
     if not p.is_file():
-        raise GenzooError(f"resume={path} does not exist: give a genzoo run folder or a .ckpt file.")
+        raise GenzooError(f"{arg}={path} does not exist: give a genzoo run folder or a .ckpt file.")
     run_dir = p.parent.parent if p.parent.name == "checkpoints" else None
     if run_dir is not None and not (run_dir / "config.yaml").is_file():
         run_dir = None

@@ -24,7 +24,7 @@ from genzoo.checkpointing import AtomicCheckpointIO, LoaderPosition, RngState
 from genzoo.config import build
 from genzoo.errors import GenzooError
 from genzoo.loggers import finish_wandb
-from genzoo.runs import check_checkpoint, find_checkpoint, open_run, start_process
+from genzoo.runs import find_checkpoint, open_run, read_checkpoint, start_process
 
 
 def relocate(cfg: DictConfig, old: str, new: str) -> DictConfig:
@@ -46,7 +46,7 @@ def relocate(cfg: DictConfig, old: str, new: str) -> DictConfig:
 def resumed_config(cfg: DictConfig) -> tuple[DictConfig, Path]:
     """The saved config of the run named by ``resume=``, with this command's plain ``key=value`` overrides."""
     ckpt, run_dir = find_checkpoint(cfg.resume)
-    check_checkpoint(ckpt)
+    read_checkpoint(ckpt, mmap=True)  # a damaged file stops here, before anything is built
     if run_dir is None:  # a bare checkpoint: continue it with the config of this command, in a new folder
         return cfg, ckpt
     saved = OmegaConf.load(run_dir / "config.yaml")
