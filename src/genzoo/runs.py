@@ -52,6 +52,13 @@ def environment() -> dict:
     }
 
 
+def write_atomically(path: Path, text: str) -> None:
+    """Write ``text`` beside ``path`` and rename it over ``path``: a reader never sees half a file."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
+
+
 def write_run_files(run_dir: Path, cfg: DictConfig) -> None:
     run_dir.mkdir(parents=True, exist_ok=True)
     OmegaConf.save(cfg, run_dir / "config.yaml", resolve=True)

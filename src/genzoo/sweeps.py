@@ -35,6 +35,8 @@ from hydra.errors import CompactHydraException
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
+from genzoo.runs import write_atomically
+
 log = logging.getLogger(__name__)
 
 BASIC_SWEEPER = "hydra._internal.core_plugins.basic_sweeper.BasicSweeper"
@@ -57,12 +59,6 @@ def plain(value: Any) -> Any:
         return float(value)
     except (TypeError, ValueError):
         return repr(value)
-
-
-def write_atomically(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
 
 
 class SweepRecord(Callback):

@@ -11,6 +11,8 @@ from pathlib import Path
 import pytorch_lightning as pl
 from pytorch_lightning.utilities import rank_zero_only
 
+from genzoo.runs import write_atomically
+
 
 def scalar_metrics(metrics: dict) -> dict[str, float]:
     out = {}
@@ -31,9 +33,7 @@ class MetricsFile(pl.Callback):
 
     def _write_final(self) -> None:
         self.dirpath.mkdir(parents=True, exist_ok=True)
-        tmp = self.dirpath / "metrics.json.tmp"
-        tmp.write_text(json.dumps(self.final, indent=2, sort_keys=True) + "\n")
-        tmp.replace(self.dirpath / "metrics.json")
+        write_atomically(self.dirpath / "metrics.json", json.dumps(self.final, indent=2, sort_keys=True) + "\n")
 
     @rank_zero_only
     def on_train_start(self, trainer: pl.Trainer, pl_module) -> None:
@@ -45,9 +45,7 @@ class MetricsFile(pl.Callback):
         lines = path.read_text().splitlines(keepends=True)
         kept = [line for line in lines if line.strip() and json.loads(line)["epoch"] < trainer.current_epoch]
         if len(kept) != len(lines):
-            tmp = path.with_name("metrics.jsonl.tmp")
-            tmp.write_text("".join(kept))
-            tmp.replace(path)
+            write_atomically(path, "".join(kept))
 
     @rank_zero_only
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module) -> None:
