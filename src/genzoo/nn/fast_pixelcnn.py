@@ -41,6 +41,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from genzoo.nn.masked import masked_weight
+
 Draw = Callable[[Tensor], Tensor]
 
 
@@ -104,10 +106,6 @@ class GraphedLoop:
             graphed.y.copy_(y)
         graphed.graph.replay()
         return graphed.x
-
-
-def masked_weight(conv: nn.Conv2d) -> Tensor:
-    return conv.weight * conv.mask if hasattr(conv, "mask") else conv.weight
 
 
 def affine(value: Tensor, weight_t: Tensor, bias: Tensor | None) -> Tensor:

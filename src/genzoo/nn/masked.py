@@ -73,4 +73,10 @@ class MaskedConv2d(nn.Conv2d):
         self.register_buffer("mask", mask, persistent=False)
 
     def forward(self, x: Tensor) -> Tensor:
-        return F.conv2d(x, self.weight * self.mask, self.bias, self.stride, self.padding)
+        return F.conv2d(x, masked_weight(self), self.bias, self.stride, self.padding)
+
+
+def masked_weight(conv: nn.Conv2d) -> Tensor:
+    """The kernel a convolution applies: masked for a ``MaskedConv2d``, as is for a plain one (the samplers that
+    evaluate a layer at one pixel at a time read it)."""
+    return conv.weight * conv.mask if isinstance(conv, MaskedConv2d) else conv.weight

@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from genzoo.nn.masked import MaskedConv2d
+from genzoo.nn.masked import MaskedConv2d, masked_weight
 from genzoo.nn.pixelcnn import output_head
 
 
@@ -55,8 +55,7 @@ def unskew(s: Tensor, width: int) -> Tensor:
 
 def pointwise(conv: nn.Conv2d) -> tuple[Tensor, Tensor | None]:
     """A (masked) 1×1 convolution as a matrix and bias, to apply to the features of one pixel with ``F.linear``."""
-    weight = conv.weight * conv.mask if isinstance(conv, MaskedConv2d) else conv.weight
-    return weight[:, :, 0, 0], conv.bias
+    return masked_weight(conv)[:, :, 0, 0], conv.bias
 
 
 class PixelRNNNet(nn.Module):
@@ -106,7 +105,7 @@ class PixelRNNNet(nn.Module):
         x = torch.zeros(n, c, height, width, dtype=torch.long, device=device)
         # The network's input, zero-padded like the convolution; rows below the centre are masked, so never read.
         xs = F.pad(scale(x), (pw, pw, ph, ph))  # (n, C, H+2ph, W+2pw)
-        w_input = (self.input.weight * self.input.mask)[:, :, : ph + 1].flatten(1)  # (2h, C·(ph+1)·kw)
+        w_input = masked_weight(self.input)[:, :, : ph + 1].flatten(1)  # (2h, C·(ph+1)·kw)
         head = [pointwise(m) if isinstance(m, nn.Conv2d) else m for m in self.head]
         w_last, b_last = head.pop()  # the C·levels logits: only sub-pixel k's rows are computed at step k
         levels = self.levels

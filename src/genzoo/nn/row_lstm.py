@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from genzoo.nn.masked import MaskedConv2d
+from genzoo.nn.masked import MaskedConv2d, masked_weight
 from genzoo.nn.pixelrnn import PixelRNNNet, lstm_update, pointwise
 
 
@@ -60,7 +60,7 @@ class RowLSTM(nn.Module):
     # ---- incremental sampling ------------------------------------------------------------------------------
     def init_cache(self, n: int, width: int) -> dict:
         half = self.kernel_size // 2
-        weight = self.input_to_state.weight * self.input_to_state.mask
+        weight = masked_weight(self.input_to_state)
         zeros = self.input_to_state.weight.new_zeros
         return {
             # the columns right of the centre are masked out, so only j-half … j are read
