@@ -116,8 +116,6 @@ class LoaderPosition(pl.Callback):
 
     def on_train_start(self, trainer: pl.Trainer, pl_module) -> None:
         saved, self.saved = self.saved, []
-        loaders = trainer.fit_loop._combined_loader.flattened if trainer.fit_loop._combined_loader else []
-        stateful = [dl for dl in loaders if isinstance(dl, ResumableLoader)]
-        if saved and len(saved) == len(stateful):
-            for loader, state in zip(stateful, saved):
-                loader.load_state_dict(state)  # the same call Lightning would make; repeating it is harmless
+        loader = trainer.train_dataloader  # genzoo's datamodules give one training loader
+        if len(saved) == 1 and isinstance(loader, ResumableLoader):
+            loader.load_state_dict(saved[0])  # the same call Lightning would make; repeating it is harmless
