@@ -8,14 +8,14 @@ the cost does not depend on them) for 1×28×28 images with 256 levels, in evalu
 
 * fast: ``model.sample(batch)`` from a fixed seed, every one of the H·W·C sub-pixels, timed whole, twice. On a
   GPU the first call records the sampling loop as a CUDA graph and the second replays it (as every later call
-  with that batch size does); the speedup uses the second call, and the first is printed beside it;
+  with that batch size does); the speedup uses the second call, and the first is printed beside it. PixelCNN
+  computes a diagonal wavefront of pixels per step (136 steps for 28×28), Gated PixelCNN one pixel per step;
 * naive: ``model.sample_naive`` from the same seed. It runs the full network once per sub-pixel, so every step
   costs the same: the first ``--naive-steps`` steps are timed and the time per step is multiplied by H·W·C (the
-  output says so; ``--naive-steps 0`` runs all of them). Its draws are checked against the fast sampler's.
-* check (not timed): the fast sampler is run again from the same seed, recording each step's logits and RNG
-  state. One full pass over its samples gives the logits the naive sampler computes at every step (causality), so
-  the largest logit difference and the number of draws that float rounding flips (the naive draw, replayed from
-  the same RNG state, differs) are counted over all steps, not only the timed prefix.
+  output says so; ``--naive-steps 0`` runs all of them). Its draws are checked against the fast sampler's;
+* check (not timed, ``sampling_check.py``): the fast sampler's logits at every sub-pixel against one full pass
+  over its samples, and the draws that float rounding flips; and the tensor operations each sampler runs per
+  sample, counted on CPU, which is what a GPU launches as kernels.
 
 The last line is ``speedup: X`` for PixelCNN (naive seconds / fast seconds); the Gated PixelCNN line comes first.
 """
@@ -30,10 +30,13 @@ import torch
 from omegaconf import OmegaConf
 
 from genzoo.models import GatedPixelCNN, PixelCNN
-from genzoo.models.autoregressive import draw
+from genzoo.models.autoregressive import Draws
+from genzoo.nn.fast_pixelcnn import generate_gated_pixelcnn, generate_pixelcnn
+from sampling_check import against_full_pass, count_ops
 
 SHAPE, LEVELS = (1, 28, 28), 256
 CLASSES = {"gated_pixelcnn": GatedPixelCNN, "pixelcnn": PixelCNN}
+LOOPS = {"gated_pixelcnn": generate_gated_pixelcnn, "pixelcnn": generate_pixelcnn}
 
 
 def shipped_model(name: str, device: str):
@@ -49,46 +52,12 @@ def sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def rng_state(device: str):
-    return torch.cuda.get_rng_state() if device.startswith("cuda") else torch.get_rng_state()
-
-
-def set_rng_state(device: str, state) -> None:
-    (torch.cuda.set_rng_state if device.startswith("cuda") else torch.set_rng_state)(state)
-
-
-def check_against_full_pass(model, batch: int, seed: int, device: str):
-    """Samples of the eager fast loop; largest |fast - full| logit, flipped draws and all draws over its steps."""
-    states, logits = [], []
-
-    def recording_draw(step_logits):
-        states.append(rng_state(device))
-        logits.append(step_logits.clone())
-        return draw(step_logits)
-
-    torch.manual_seed(seed)
-    x = model.net.generate(batch, None, recording_draw, model.scale, model.shape)
-    with torch.no_grad():
-        full = model.logits(x)  # (B, C, levels, H, W): the naive sampler's logits at every step
-    c, h, w = model.shape
-    worst, flips, step = 0.0, 0, 0
-    for i in range(h):
-        for j in range(w):
-            for k in range(c):
-                naive_logits = full[:, k, :, i, j]
-                worst = max(worst, (logits[step] - naive_logits).abs().max().item())
-                set_rng_state(device, states[step])
-                flips += int((draw(naive_logits) != x[:, k, i, j]).sum())
-                step += 1
-    return x, worst, flips, batch * step
-
-
 def measure(name: str, batch: int, device: str, naive_steps: int, seed: int = 1) -> float:
     model, hparams = shipped_model(name, device)
     steps = SHAPE[0] * SHAPE[1] * SHAPE[2]
     # Warm-up: kernels, allocator and (on GPU) cuDNN's algorithm choice, outside the timed runs.
     model.sample_naive(batch, steps=1)
-    model.net.generate(batch, None, draw, model.scale, (SHAPE[0], 2, SHAPE[2]))
+    model.net.generate(batch, None, Draws, model.scale, (SHAPE[0], 2, SHAPE[2]))
     sync(device)
 
     fast_s = []
@@ -111,7 +80,13 @@ def measure(name: str, batch: int, device: str, naive_steps: int, seed: int = 1)
     prefix = torch.arange(steps, device=device).view(SHAPE[1], SHAPE[2]) < timed  # C = 1
     differ = int(((naive != fast) & prefix).sum())
 
-    eager, worst, flips, draws = check_against_full_pass(model, batch, seed, device)
+    eager, worst, flips, draws = against_full_pass(model, batch, seed)
+    # Operations, and so GPU kernels, per sample: the cached loop's in its eager form, the naive sampler's per step
+    # times its steps (small batch: the count does not depend on it).
+    loop = LOOPS[name]
+    plan = loop.plan(model.net, model.shape, device)  # made once before a CUDA graph records: not counted
+    loop_ops = count_ops(lambda: loop(model.net, 2, None, Draws, model.scale, model.shape, plan=plan))
+    naive_ops = count_ops(lambda: model.sample_naive(2, steps=1)) * steps
     width = hparams.get("channels")
     depth = hparams.get("blocks", hparams.get("layers"))
     print(f"{name}: {width} channels, depth {depth}, batch {batch}, {device}, "
@@ -123,6 +98,8 @@ def measure(name: str, batch: int, device: str, naive_steps: int, seed: int = 1)
           f"first call {first_s:.2f} s{', recording the CUDA graph' if device.startswith('cuda') else ''})")
     print(f"         sub-pixels differing from the eager cached loop from the same seed: {int((fast != eager).sum())}")
     print(f"  check: max |fast - full-pass logit| = {worst:.2e}; draws flipped by rounding: {flips} of {draws}")
+    print(f"  tensor operations (GPU kernels) per batch: naive {naive_ops}, fast {loop_ops} in {len(plan.slots)} "
+          f"steps of up to {max(len(p) for p in plan.pixels)} pixels")
     return naive_s / fast_s
 
 

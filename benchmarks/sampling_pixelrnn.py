@@ -11,9 +11,9 @@ cost does not depend on them), in evaluation mode, and for each image space:
 * naive: one full network pass per sub-pixel, from the same seed with the same draws. Every step costs the same, so
   only the first ``--naive-steps`` are timed (0: all) and the time per step is multiplied by C·H·W; the output says
   which. Its draws in that prefix are compared with the fast sampler's;
-* check (untimed): the fast samples are fed back through the full network, whose logits at every step are the
-  naive sampler's (causality); the largest logit difference, and the draws that float rounding flips (the naive
-  logits drawn from the same RNG state give another value), are counted over all steps.
+* check (untimed, ``sampling_check.py``): the fast samples are fed back through the full network, whose logits at
+  every step are the naive sampler's (causality); the largest logit difference, and the draws that float rounding
+  flips (the naive logits drawn with the same uniform give another value), are counted over all steps.
 """
 
 from __future__ import annotations
@@ -27,7 +27,8 @@ import torch
 from omegaconf import OmegaConf
 
 from genzoo.models import DiagonalBiLSTM, RowLSTM
-from genzoo.models.autoregressive import draw
+from genzoo.models.autoregressive import Draws
+from sampling_check import against_full_pass
 
 CLASSES = {"row_lstm": RowLSTM, "diagonal_bilstm": DiagonalBiLSTM}
 SPACES = {"digits": ((1, 8, 8), 17), "mnist256": ((1, 28, 28), 256)}
@@ -45,14 +46,6 @@ def sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def get_rng(device: str):
-    return torch.cuda.get_rng_state() if device.startswith("cuda") else torch.get_rng_state()
-
-
-def set_rng(device: str, state) -> None:
-    (torch.cuda.set_rng_state if device.startswith("cuda") else torch.set_rng_state)(state)
-
-
 def order(shape):
     c, h, w = shape
     return [(k, i, j) for i in range(h) for j in range(w) for k in range(c)]  # raster, then channel
@@ -62,42 +55,29 @@ def order(shape):
 def measure(model, batch: int, naive_steps: int, seed: int, device: str) -> dict:
     shape, steps = model.shape, order(model.shape)
     # warm-up on a 2×2 image (the networks take any shape), so the first timing holds no one-off start costs
-    model.net.generate(2, None, draw, model.scale, (shape[0], 2, 2))
+    model.net.generate(2, None, Draws, model.scale, (shape[0], 2, 2))
     model.logits(torch.zeros(2, shape[0], 2, 2, dtype=torch.long, device=device))
-    # fast, timed whole, recording each step's logits and RNG state for the check
-    logits, states = [], []
-
-    def recording_draw(step_logits):
-        states.append(get_rng(device))
-        logits.append(step_logits)
-        return draw(step_logits)
-
+    # fast, timed whole
     torch.manual_seed(seed)
     sync(device)
     start = time.perf_counter()
-    fast = model.net.generate(batch, None, recording_draw, model.scale, shape)
+    fast = model.net.generate(batch, None, Draws, model.scale, shape)
     sync(device)
     fast_s = time.perf_counter() - start
     # naive, the first n steps timed
     n = len(steps) if naive_steps <= 0 else min(naive_steps, len(steps))
     torch.manual_seed(seed)
-    naive = torch.zeros_like(fast)
     sync(device)
     start = time.perf_counter()
-    for k, i, j in steps[:n]:
-        naive[:, k, i, j] = draw(model.logits(naive)[:, k, :, i, j])
+    naive = model.sample_naive(batch, steps=n)
     sync(device)
     naive_s = (time.perf_counter() - start) / n * len(steps)
     prefix_equal = all(torch.equal(naive[:, k, i, j], fast[:, k, i, j]) for k, i, j in steps[:n])
-    # check every step against one full pass over the fast samples
-    full = model.logits(fast)  # (B, C, levels, H, W)
-    gap, flips = 0.0, 0
-    for (k, i, j), step_logits, state in zip(steps, logits, states):
-        gap = max(gap, (step_logits - full[:, k, :, i, j]).abs().max().item())
-        set_rng(device, state)
-        flips += int((draw(full[:, k, :, i, j]) != fast[:, k, i, j]).sum())
+    # check every step against one full pass over the fast samples (untimed)
+    again, gap, flips, draws = against_full_pass(model, batch, seed)
+    assert torch.equal(again, fast)
     return {"fast_s": fast_s, "naive_s": naive_s, "timed": n, "steps": len(steps), "prefix_equal": prefix_equal,
-            "gap": gap, "flips": flips, "draws": len(steps) * batch}
+            "gap": gap, "flips": flips, "draws": draws}
 
 
 def main() -> None:

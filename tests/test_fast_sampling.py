@@ -8,7 +8,7 @@ import torch
 from test_autoregressive import fast_logits_gap
 
 from genzoo.models import GatedPixelCNN, PixelCNN
-from genzoo.nn.fast_pixelcnn import Window
+from genzoo.nn.fast_pixelcnn import Wavefront, Window, geometry, pixelcnn_plan
 from genzoo.nn.masked import MaskedConv2d
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -16,18 +16,35 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 @pytest.mark.parametrize("kernel", [(7, 7), (3, 3), (1, 5), (5, 3)])
 @pytest.mark.parametrize("mask_type", ["A", "B"])
-def test_window_at_each_position_equals_the_masked_convolution(kernel, mask_type):
-    # Filled in raster order, as the sampler fills it: every window reads only positions already written, and the
-    # cache's zero padding plays the convolution's.
+@pytest.mark.parametrize("order", ["raster", "wavefront"])
+def test_window_at_each_step_equals_the_masked_convolution(kernel, mask_type, order):
+    # Filled a step at a time, as the sampler fills it: every window reads only pixels of earlier steps or its own
+    # centre, and the cache's zero padding plays the convolution's. The wavefront's steps hold several pixels
+    # (slope = reach right + 1), which must not read each other.
     torch.manual_seed(0)
     conv = MaskedConv2d(6, 9, kernel, mask_type, data_channels=3)
-    x = torch.randn(2, 6, 5, 4)  # (n, in, H, W)
+    h, w = 6, 11
+    x = torch.randn(2, 6, h, w)  # (n, in, H, W)
+    plan = Wavefront(h, w, w if order == "raster" else geometry(conv)[1] + 1, [geometry(conv)], "cpu")
+    assert sorted(p for px in plan.pixels for p in px) == [(i, j) for i in range(h) for j in range(w)]
+    if order == "wavefront" and kernel[1] < 7:
+        assert max(len(px) for px in plan.pixels) > 1
     with torch.no_grad():
         full = conv(x)  # (n, out, H, W)
-        window = Window(conv, 2, 5, 4)
-        for i in range(5):
-            for j in range(4):
-                torch.testing.assert_close(window(x[:, :, i, j], i, j), full[:, :, i, j], atol=1e-5, rtol=1e-5)
+        window = Window(conv, 2, plan)
+        for t, px in enumerate(plan.pixels):
+            rows, cols = torch.tensor(px).T
+            value = x[:, :, rows, cols].transpose(1, 2).reshape(-1, 6)  # (n·P, in), sample major
+            want = full[:, :, rows, cols].transpose(1, 2).reshape(-1, 9)
+            torch.testing.assert_close(window(value, t), want, atol=1e-5, rtol=1e-5)
+
+
+def test_the_shipped_pixelcnn_samples_28x28_in_136_wavefront_steps():
+    # Its 7×7 first layer reaches 3 columns right in the rows above, so pixel (i, j) goes at step j + 4i.
+    model = PixelCNN(shape=(1, 28, 28), levels=4, channels=8, blocks=2, head_channels=8)
+    plan = pixelcnn_plan(model.net, (1, 28, 28), "cpu")
+    assert len(plan.pixels) == 28 + 4 * 27
+    assert all(j + 4 * i == t for t, px in enumerate(plan.pixels) for i, j in px)
 
 
 def same_as_naive(model, n: int = 4, seed: int = 3) -> bool:
@@ -44,6 +61,16 @@ def test_deep_pixelcnn_with_a_blind_spot_samples_as_the_naive_sampler(bottleneck
     torch.manual_seed(0)
     model = PixelCNN(shape=(1, 8, 9), levels=6, channels=12, blocks=6, head_channels=16, dropout=0.3,
                      bottleneck=bottleneck).eval()
+    assert same_as_naive(model)
+    assert fast_logits_gap(model, 4) < 1e-4
+
+
+def test_pixelcnn_with_1x1_blocks_samples_as_the_naive_sampler():
+    # No window in the blocks: their residual sum is not fused into the last product, and the wavefront's slope
+    # comes from the first layer alone.
+    torch.manual_seed(0)
+    model = PixelCNN(shape=(3, 5, 9), levels=4, channels=12, blocks=2, kernel_size=1, head_channels=8,
+                     bottleneck=False).eval()
     assert same_as_naive(model)
     assert fast_logits_gap(model, 4) < 1e-4
 

@@ -9,13 +9,13 @@ import math
 
 import pytest
 import torch
-import torch.nn.functional as F
 
 from genzoo.models import DiagonalBiLSTM, RowLSTM
 from genzoo.nn.diagonal_bilstm import DiagonalBiLSTM as DiagonalBiLSTMLayer
 from genzoo.nn.pixelrnn import skew, unskew
 
 from causality import allowed_map, dependency_map
+from test_autoregressive import recording_draws
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -140,35 +140,26 @@ def test_left_direction_reads_up_left_and_shifted_right_direction_only_rows_abov
 
 
 # ---- incremental sampling --------------------------------------------------------------------------------------
-def sampler(seen: list):
-    def draw(logits):  # (n, levels) → (n,)
-        seen.append(logits.clone())
-        return torch.multinomial(F.softmax(logits.float(), dim=1), 1).squeeze(1)
-    return draw
-
-
 @pytest.mark.parametrize("name", MODELS)
 @pytest.mark.parametrize("shape", [(1, 4, 6), (3, 3, 4)], ids=["grey", "rgb"])
 def test_generate_gives_the_full_networks_logits_and_the_naive_samples(name, shape):
     model = small(name, shape, levels=5)
     c, h, w = shape
-    fast_logits = []
+    records = []
     torch.manual_seed(7)
-    fast = model.net.generate(3, None, sampler(fast_logits), model.scale, shape)
+    fast = model.net.generate(3, None, recording_draws(records), model.scale, shape)
     assert fast.shape == (3, *shape) and fast.dtype == torch.long
-    assert len(fast_logits) == c * h * w  # one draw per sub-pixel
+    # one draw per sub-pixel, in raster then channel order: the LSTM state is carried along it
+    assert [(k, pos.tolist()) for k, pos, _ in records] == [(k, [i * w + j]) for i in range(h) for j in range(w)
+                                                              for k in range(c)]
     with torch.no_grad():
         full = model.logits(fast)  # (3, C, levels, H, W): the drawn image fed back through the full network
-    order = [(k, i, j) for i in range(h) for j in range(w) for k in range(c)]  # raster, then channel
-    for (k, i, j), logits in zip(order, fast_logits):
-        torch.testing.assert_close(logits, full[:, k, :, i, j], atol=1e-4, rtol=0)
-    # the naive sampler: one pass of the full network per sub-pixel, with the same draws
+    for k, pos, logits in records:
+        i, j = divmod(pos.item(), w)
+        torch.testing.assert_close(logits[:, 0], full[:, k, :, i, j], atol=1e-4, rtol=0)
+    # the naive sampler: one pass of the full network per sub-pixel, from the same seed
     torch.manual_seed(7)
-    naive, draw = torch.zeros_like(fast), sampler([])
-    with torch.no_grad():
-        for k, i, j in order:
-            naive[:, k, i, j] = draw(model.logits(naive)[:, k, :, i, j])
-    assert torch.equal(fast, naive)
+    assert torch.equal(fast, model.sample_naive(3))
 
 
 # ---- the installed entry point ---------------------------------------------------------------------------------

@@ -43,8 +43,9 @@ class AutoregressiveModel(GenerativeModel):
         """(n, C, H, W) samples in evaluation mode (no dropout), drawn with the global torch RNG.
 
         ``fast``: use the network's cached ``generate`` where it has one (PixelCNN, Gated PixelCNN and the
-        PixelRNNs do); it visits the sub-pixels in the naive order and calls ``draw`` once for each, so with the
-        same seed both paths give the same samples up to rare flips from float rounding.
+        PixelRNNs do). Both paths draw every sub-pixel from the one uniform ``Draws`` gives it, whatever order
+        they visit the sub-pixels in, so with the same seed they give the same samples up to rare flips from
+        float rounding.
         """
         if self.conditional and y is None:
             y = torch.randint(self.num_classes, (n,), device=self.device)
@@ -52,7 +53,7 @@ class AutoregressiveModel(GenerativeModel):
         self.eval()
         try:
             if fast and hasattr(self.net, "generate"):
-                return self.net.generate(n, self.class_labels(y), draw, self.scale, self.shape)
+                return self.net.generate(n, self.class_labels(y), Draws, self.scale, self.shape)
             return self.sample_naive(n, y)
         finally:
             self.train(was_training)
@@ -65,18 +66,42 @@ class AutoregressiveModel(GenerativeModel):
         """
         c, h, w = self.shape
         x = torch.zeros(n, c, h, w, dtype=torch.long, device=self.device)
+        draws = Draws(n, self.shape, self.device)
+        positions = torch.arange(h * w, device=self.device)
         order = ((i, j, k) for i in range(h) for j in range(w) for k in range(c))
         for _, (i, j, k) in zip(range(c * h * w if steps is None else steps), order):
-            x[:, k, i, j] = draw(self.logits(x, y)[:, k, :, i, j])
+            logits = self.logits(x, y)[:, k, :, i, j]  # (n, levels)
+            x[:, k, i, j] = draws(logits[:, None], k, positions[i * w + j : i * w + j + 1])[:, 0]
         return x
 
 
-def draw(logits: Tensor) -> Tensor:
-    """(n,) values drawn from the softmax of (n, levels) logits, in float32 whatever the network's precision.
+class Draws:
+    """The draws of one batch of samples: one uniform u ~ U(0, 1] per sub-pixel, drawn up front, and the value
+    at sub-pixel (k, p) is the inverse of the softmax's CDF at u:
 
-    The one draw both samplers call, so that they consume the RNG alike.
+        x = min {v : F(v) ≥ u · F(levels - 1)},    F(v) = Σ_{v' ≤ v} softmax(logits)_{v'},
+
+    a value with zero probability can never be drawn (u > 0), and scaling u by the sum F(levels - 1), which
+    rounding leaves a little off 1, keeps x in range.
+
+    A sampler makes one per batch, ``Draws(n, shape, device)`` (its first and only use of the RNG), and calls it
+    with the logits of any set of positions at once. The value at a sub-pixel is a function of its own logits and
+    uniform alone, so samplers that visit the sub-pixels in different orders or groupings (the naive one in raster
+    order, the cached PixelCNN a diagonal wavefront at a time) give the same samples from the same seed. Logits
+    are read in float32 whatever the network's precision. Nothing syncs with the host, so a network may record
+    the draws into a CUDA graph (``capturable``; see ``genzoo.nn.fast_pixelcnn``).
     """
-    return torch.multinomial(F.softmax(logits.float(), dim=1), 1).squeeze(1)
 
+    capturable = True
 
-draw.capturable = True  # no host sync: a network may record it into a CUDA graph (see genzoo.nn.fast_pixelcnn)
+    def __init__(self, n: int, shape: tuple[int, int, int], device: torch.device | str):
+        c, h, w = shape
+        self.u = 1.0 - torch.rand(n, c, h * w, device=device)  # (n, C, H·W) in (0, 1]
+
+    def __call__(self, logits: Tensor, k: int, positions: Tensor, u: Tensor | None = None) -> Tensor:
+        """(n, P) values of sub-pixels (k, positions) from their (n, P, levels) logits; ``positions`` (P,) are
+        flat pixel indices i·W + j. ``u``: their uniforms, ``self.u[:, k, positions]``, where the caller has them
+        at hand without a gather."""
+        cdf = F.softmax(logits.float(), dim=-1).cumsum(-1)  # (n, P, levels)
+        u = self.u[:, k].index_select(1, positions) if u is None else u  # (n, P)
+        return torch.searchsorted(cdf, u.unsqueeze(-1) * cdf[..., -1:]).squeeze(-1)

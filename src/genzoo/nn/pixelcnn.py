@@ -93,9 +93,9 @@ class PixelCNNNet(nn.Module):
         out = self.head(self.blocks(self.input(x)))
         return out.view(b, c, self.levels, h, w)  # (B, C, levels, H, W)
 
-    def generate(self, n: int, y, draw, scale, shape) -> Tensor:
+    def generate(self, n: int, y, new_draws, scale, shape) -> Tensor:
         """(n, C, H, W) samples drawn with per-layer caches (``genzoo.nn.fast_pixelcnn``), evaluation mode."""
-        return sample_with_caches(self, generate_pixelcnn, n, y, draw, scale, shape)
+        return sample_with_caches(self, generate_pixelcnn, n, y, new_draws, scale, shape)
 
 
 class VerticalConv(nn.Module):
@@ -190,6 +190,6 @@ class GatedPixelCNNNet(nn.Module):
             skip = skip + s
         return self.head(skip).view(b, c, self.levels, h, w)  # (B, C, levels, H, W)
 
-    def generate(self, n: int, y, draw, scale, shape) -> Tensor:
+    def generate(self, n: int, y, new_draws, scale, shape) -> Tensor:
         """(n, C, H, W) samples drawn with per-layer caches (``genzoo.nn.fast_pixelcnn``), evaluation mode."""
-        return sample_with_caches(self, generate_gated_pixelcnn, n, y, draw, scale, shape)
+        return sample_with_caches(self, generate_gated_pixelcnn, n, y, new_draws, scale, shape)

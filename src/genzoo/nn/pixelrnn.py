@@ -88,11 +88,12 @@ class PixelRNNNet(nn.Module):
         self,
         n: int,
         y: Tensor | None,
-        draw: Callable[[Tensor], Tensor],
+        new_draws: Callable,
         scale: Callable[[Tensor], Tensor],
         shape: tuple[int, int, int],
     ) -> Tensor:
-        """(n, C, H, W) samples, sub-pixel by sub-pixel in raster then channel order, one ``draw`` call each.
+        """(n, C, H, W) samples, sub-pixel by sub-pixel in raster then channel order (``new_draws``: see
+        ``genzoo.models.autoregressive.Draws``).
 
         Per sub-pixel: the 7×7 convolution at one pixel, one step of every layer, the head at one pixel. Within a
         pixel the C sub-pixels recompute that pixel's column of the network; no feature of the pixel depends on
@@ -103,6 +104,7 @@ class PixelRNNNet(nn.Module):
         kh, kw = self.input.kernel_size
         ph, pw = kh // 2, kw // 2
         x = torch.zeros(n, c, height, width, dtype=torch.long, device=device)
+        draws, positions = new_draws(n, shape, device), torch.arange(height * width, device=device)
         # The network's input, zero-padded like the convolution; rows below the centre are masked, so never read.
         xs = F.pad(scale(x), (pw, pw, ph, ph))  # (n, C, H+2ph, W+2pw)
         w_input = masked_weight(self.input)[:, :, : ph + 1].flatten(1)  # (2h, C·(ph+1)·kw)
@@ -123,7 +125,8 @@ class PixelRNNNet(nn.Module):
                     for m in head:
                         out = F.linear(out, *m) if isinstance(m, tuple) else m(out)
                     rows = slice(k * levels, (k + 1) * levels)
-                    x[:, k, i, j] = draw(F.linear(out, w_last[rows], b_last[rows]))  # (n, levels) logits
+                    logits = F.linear(out, w_last[rows], b_last[rows])  # (n, levels)
+                    x[:, k, i, j] = draws(logits[:, None], k, positions[i * width + j : i * width + j + 1])[:, 0]
                     xs[:, k, i + ph, j + pw] = scale(x[:, k : k + 1, i : i + 1, j : j + 1]).view(n)
             for layer, cache in zip(self.layers, caches):
                 layer.end_row(cache)
