@@ -123,3 +123,38 @@ def test_samples_are_ordinary_tensors_and_the_thread_count_is_restored():
         torch.set_num_threads(threads)
     assert not x.is_inference()
     x[0] = 0  # a caller may write into its samples
+
+
+@pytest.mark.parametrize("name", ["pixelcnn", "gated_pixelcnn"])
+def test_a_planned_loop_neither_reads_the_host_nor_waits_for_it(name):
+    # What a CUDA graph may record: with its plan made beforehand, the loop copies no Python data to the device
+    # (torch.tensor(...): lift_fresh) and reads no value back (.item(), bool(tensor): _local_scalar_dense).
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    from genzoo.models.autoregressive import Draws
+    from genzoo.nn.fast_pixelcnn import generate_gated_pixelcnn, generate_pixelcnn
+
+    class Ops(TorchDispatchMode):
+        seen = set()
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            self.seen.add(func.overloadpacket.__name__)
+            return func(*args, **(kwargs or {}))
+
+    torch.manual_seed(0)
+    shape = (3, 4, 6)
+    if name == "pixelcnn":
+        model, loop = PixelCNN(shape=shape, levels=4, channels=12, blocks=2, head_channels=8), generate_pixelcnn
+    else:
+        model = GatedPixelCNN(shape=shape, levels=4, num_classes=3, channels=12, layers=2, head_channels=8,
+                              conditional=True)
+        loop = generate_gated_pixelcnn
+    model.eval()
+    y = torch.tensor([0, 2]) if name == "gated_pixelcnn" else None
+    plan = loop.plan(model.net, shape, "cpu")
+    with torch.inference_mode(), Ops() as ops:
+        x = loop(model.net, 2, y, Draws, model.scale, shape, plan=plan)
+    assert x.shape == (2, *shape)
+    assert {"addmm", "searchsorted"} <= ops.seen  # the mode saw the loop's work
+    assert not {"lift_fresh", "_local_scalar_dense", "item"} & ops.seen
+
