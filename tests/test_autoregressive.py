@@ -125,6 +125,30 @@ def test_draws_follow_the_softmax_and_never_give_an_impossible_value():
     assert edge[:, 0].tolist() == [1, 2]
 
 
+@pytest.mark.parametrize("fast", [True, False], ids=["fast", "naive"])
+def test_non_finite_logits_stop_sampling_with_one_sentence(fast):
+    from genzoo.errors import GenzooError
+    from genzoo.models.autoregressive import Draws
+
+    draws = Draws(3, (1, 1, 2), "cpu")
+    bad = torch.tensor([[0.0, float("nan"), 1.0], [float("-inf")] * 3, [0.0, float("inf"), 1.0]])
+    assert draws(bad[:, None], 0, torch.tensor([1]))[:, 0].tolist() == [3, 3, 3]  # levels: out of range
+    model = small_model("pixelcnn", (1, 3, 3), levels=4)
+    with torch.no_grad():
+        model.net.head[-1].bias[1] = float("nan")  # as a diverged run leaves it
+    with pytest.raises(GenzooError, match="NaN or infinite logits"):
+        model.sample(2, fast=fast)
+
+
+@pytest.mark.parametrize("name, key", [("pixelcnn", "kernel_size"), ("gated_pixelcnn", "first_kernel_size"),
+                                       ("row_lstm", "state_kernel_size"), ("diagonal_bilstm", "first_kernel_size")])
+def test_an_even_kernel_size_is_refused_with_its_config_key(name, key):
+    from genzoo.errors import GenzooError
+
+    with pytest.raises(GenzooError, match=rf"model\.{key}=4 .* odd size, e.g. 3 or 5"):
+        small_model(name, (1, 5, 5), **{key: 4})
+
+
 @pytest.mark.parametrize("name", MODELS)
 @pytest.mark.parametrize("shape", [(1, 4, 4), (3, 3, 3)], ids=["grey", "rgb"])
 def test_sample_is_integer_in_range_and_seeded(name, shape):

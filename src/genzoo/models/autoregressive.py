@@ -17,6 +17,14 @@ from genzoo.errors import GenzooError
 from genzoo.models.base import GenerativeModel
 
 
+def require_odd_kernels(**sizes: int) -> None:
+    """A masked kernel is centred on the sub-pixel it predicts, so its sizes must be odd (the config's keys)."""
+    for key, size in sizes.items():
+        if size < 1 or size % 2 == 0:
+            near = f"{size - 1} or {size + 1}" if size > 1 else "1 or 3"
+            raise GenzooError(f"model.{key}={size} has no centre pixel to mask around: use an odd size, e.g. {near}.")
+
+
 class AutoregressiveModel(GenerativeModel):
     likelihood = "exact"
 
@@ -53,10 +61,15 @@ class AutoregressiveModel(GenerativeModel):
         self.eval()
         try:
             if fast and hasattr(self.net, "generate"):
-                return self.net.generate(n, self.class_labels(y), Draws, self.scale, self.shape)
-            return self.sample_naive(n, y)
+                x = self.net.generate(n, self.class_labels(y), Draws, self.scale, self.shape)
+            else:
+                x = self.sample_naive(n, y)
         finally:
             self.train(was_training)
+        if bool((x >= self.levels).any()):  # one look at the host, after the whole loop
+            raise GenzooError("The network gave NaN or infinite logits while sampling, so the samples are "
+                              "meaningless: check the checkpoint's weights (a run that diverged) before sampling.")
+        return x
 
     @torch.no_grad()
     def sample_naive(self, n: int, y: Tensor | None = None, steps: int | None = None) -> Tensor:
@@ -82,7 +95,8 @@ class Draws:
         x = min {v : F(v) ≥ u · F(levels - 1)},    F(v) = Σ_{v' ≤ v} softmax(logits)_{v'},
 
     a value with zero probability can never be drawn (u > 0), and scaling u by the sum F(levels - 1), which
-    rounding leaves a little off 1, keeps x in range.
+    rounding leaves a little off 1, keeps x in range. Non-finite logits (NaN, +inf, or all -inf) give x = levels,
+    out of range on purpose: the samplers carry on without looking at the host, and ``sample`` reports it once.
 
     A sampler makes one per batch, ``Draws(n, shape, device)`` (its first and only use of the RNG), and calls it
     with the logits of any set of positions at once. The value at a sub-pixel is a function of its own logits and

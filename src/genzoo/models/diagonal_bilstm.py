@@ -12,7 +12,7 @@ paper's exact depth and widths per data set (config values, see ``experiments/``
 from __future__ import annotations
 
 from genzoo.errors import GenzooError
-from genzoo.models.autoregressive import AutoregressiveModel
+from genzoo.models.autoregressive import AutoregressiveModel, require_odd_kernels
 from genzoo.nn.diagonal_bilstm import DiagonalBiLSTMNet
 
 
@@ -32,6 +32,7 @@ class DiagonalBiLSTM(AutoregressiveModel):
         if kwargs.get("conditional"):
             raise GenzooError("model=diagonal_bilstm has no class conditioning: set model.conditional=false.")
         super().__init__(shape, levels, num_classes, **kwargs)
+        require_odd_kernels(first_kernel_size=first_kernel_size)
         self.save_hyperparameters()
         self.net = DiagonalBiLSTMNet(self.shape[0], self.levels, hidden, layers, first_kernel_size, head_channels,
                                      dropout)

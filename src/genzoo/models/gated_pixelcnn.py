@@ -9,7 +9,7 @@ paper's PixelCNN++-style logistic mixtures (it uses a softmax, as here).
 
 from __future__ import annotations
 
-from genzoo.models.autoregressive import AutoregressiveModel
+from genzoo.models.autoregressive import AutoregressiveModel, require_odd_kernels
 from genzoo.nn.pixelcnn import GatedPixelCNNNet
 
 
@@ -29,6 +29,7 @@ class GatedPixelCNN(AutoregressiveModel):
         **kwargs,
     ):
         super().__init__(shape, levels, num_classes, conditional=conditional, **kwargs)
+        require_odd_kernels(kernel_size=kernel_size, first_kernel_size=first_kernel_size)
         self.save_hyperparameters()
         self.net = GatedPixelCNNNet(
             self.shape[0], self.levels, channels, layers, kernel_size, first_kernel_size, head_channels,

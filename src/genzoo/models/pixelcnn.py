@@ -9,7 +9,7 @@ purpose: it is the model the paper describes, and Gated PixelCNN removes it.
 
 from __future__ import annotations
 
-from genzoo.models.autoregressive import AutoregressiveModel
+from genzoo.models.autoregressive import AutoregressiveModel, require_odd_kernels
 from genzoo.nn.pixelcnn import PixelCNNNet
 
 
@@ -29,6 +29,7 @@ class PixelCNN(AutoregressiveModel):
         **kwargs,
     ):
         super().__init__(shape, levels, num_classes, **kwargs)
+        require_odd_kernels(kernel_size=kernel_size, first_kernel_size=first_kernel_size)
         self.save_hyperparameters()
         self.net = PixelCNNNet(
             self.shape[0], self.levels, channels, blocks, kernel_size, first_kernel_size, head_channels, dropout,

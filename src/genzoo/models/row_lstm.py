@@ -10,7 +10,7 @@ exact depth and widths per data set (config values, see ``experiments/``), and c
 from __future__ import annotations
 
 from genzoo.errors import GenzooError
-from genzoo.models.autoregressive import AutoregressiveModel
+from genzoo.models.autoregressive import AutoregressiveModel, require_odd_kernels
 from genzoo.nn.row_lstm import RowLSTMNet
 
 
@@ -32,6 +32,8 @@ class RowLSTM(AutoregressiveModel):
         if kwargs.get("conditional"):
             raise GenzooError("model=row_lstm has no class conditioning: set model.conditional=false.")
         super().__init__(shape, levels, num_classes, **kwargs)
+        require_odd_kernels(kernel_size=kernel_size, state_kernel_size=state_kernel_size,
+                            first_kernel_size=first_kernel_size)
         self.save_hyperparameters()
         self.net = RowLSTMNet(
             self.shape[0], self.levels, hidden, layers, kernel_size, state_kernel_size, first_kernel_size,

@@ -64,6 +64,8 @@ class MaskedConv2d(nn.Conv2d):
         bias: bool = True,
     ):
         kh, kw = (kernel_size, kernel_size) if isinstance(kernel_size, int) else kernel_size
+        if kh % 2 == 0 or kw % 2 == 0:
+            raise ValueError(f"a masked kernel needs odd sizes to have a centre, not {kh}×{kw}")
         super().__init__(in_channels, out_channels, (kh, kw), padding=(kh // 2, kw // 2), bias=bias)
         mask = raster_mask(
             out_channels // out_repeat, in_channels // in_repeat, (kh, kw), mask_type, data_channels,
