@@ -15,7 +15,7 @@ the cost does not depend on them) for 1×28×28 images with 256 levels, in evalu
   output says so; ``--naive-steps 0`` runs all of them). Its draws are checked against the fast sampler's;
 * check (not timed, ``sampling_check.py``): the fast sampler's logits at every sub-pixel against one full pass
   over its samples, and the draws that float rounding flips; and the tensor operations each sampler runs per
-  sample, counted on CPU, which is what a GPU launches as kernels.
+  batch, counted on CPU, which is what a GPU launches as kernels.
 
 The last line is ``speedup: X`` for PixelCNN (naive seconds / fast seconds); the Gated PixelCNN line comes first.
 """
@@ -81,12 +81,13 @@ def measure(name: str, batch: int, device: str, naive_steps: int, seed: int = 1)
     differ = int(((naive != fast) & prefix).sum())
 
     eager, worst, flips, draws = against_full_pass(model, batch, seed)
-    # Operations, and so GPU kernels, per sample: the cached loop's in its eager form, the naive sampler's per step
-    # times its steps (small batch: the count does not depend on it).
+    # Operations, and so GPU kernels, per batch (their number does not depend on its size): the cached loop's as a
+    # CUDA graph records it, and the naive sampler's set-up plus one step's operations times the steps.
     loop = LOOPS[name]
     plan = loop.plan(model.net, model.shape, device)  # made once before a CUDA graph records: not counted
     loop_ops = count_ops(lambda: loop(model.net, 2, None, Draws, model.scale, model.shape, plan=plan))
-    naive_ops = count_ops(lambda: model.sample_naive(2, steps=1)) * steps
+    setup_ops = count_ops(lambda: model.sample_naive(2, steps=0))
+    naive_ops = setup_ops + (count_ops(lambda: model.sample_naive(2, steps=1)) - setup_ops) * steps
     width = hparams.get("channels")
     depth = hparams.get("blocks", hparams.get("layers"))
     print(f"{name}: {width} channels, depth {depth}, batch {batch}, {device}, "
@@ -94,7 +95,7 @@ def measure(name: str, batch: int, device: str, naive_steps: int, seed: int = 1)
     how = "all steps run" if timed == steps else f"{timed} of {steps} steps timed, extrapolated to {steps}"
     print(f"  naive: {naive_s:9.2f} s  ({naive_step_s * 1000:.1f} ms per step; {how}); "
           f"draws differing from the fast run in that prefix: {differ}")
-    print(f"  fast:  {fast_s:9.2f} s  ({fast_s / steps * 1000:.2f} ms per step, all {steps} steps run; "
+    print(f"  fast:  {fast_s:9.2f} s  ({fast_s / steps * 1000:.2f} ms per sub-pixel, all {steps} drawn; "
           f"first call {first_s:.2f} s{', recording the CUDA graph' if device.startswith('cuda') else ''})")
     print(f"         sub-pixels differing from the eager cached loop from the same seed: {int((fast != eager).sum())}")
     print(f"  check: max |fast - full-pass logit| = {worst:.2e}; draws flipped by rounding: {flips} of {draws}")

@@ -65,12 +65,13 @@ def test_deep_pixelcnn_with_a_blind_spot_samples_as_the_naive_sampler(bottleneck
     assert fast_logits_gap(model, 4) < 1e-4
 
 
-def test_pixelcnn_with_1x1_blocks_samples_as_the_naive_sampler():
-    # No window in the blocks: their residual sum is not fused into the last product, and the wavefront's slope
-    # comes from the first layer alone.
+@pytest.mark.parametrize("first, kernel", [(7, 1), (1, 3), (1, 1)], ids=["1x1_blocks", "1x1_first", "all_1x1"])
+def test_pixelcnn_with_1x1_layers_samples_as_the_naive_sampler(first, kernel):
+    # A 1×1 block has no window, so its residual sum is not fused into the last product; a 1×1 first layer is
+    # still a window over the image cache; with no wider window at all, the wavefront's slope is 1.
     torch.manual_seed(0)
-    model = PixelCNN(shape=(3, 5, 9), levels=4, channels=12, blocks=2, kernel_size=1, head_channels=8,
-                     bottleneck=False).eval()
+    model = PixelCNN(shape=(3, 5, 9), levels=4, channels=12, blocks=2, kernel_size=kernel, first_kernel_size=first,
+                     head_channels=8, bottleneck=False).eval()
     assert same_as_naive(model)
     assert fast_logits_gap(model, 4) < 1e-4
 

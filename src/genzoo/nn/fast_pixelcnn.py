@@ -26,12 +26,13 @@ Gated PixelCNN's vertical stack at row i reads every column of the rows above, s
 activations for row i are computed a whole row at a time (each exactly once) when row i starts, and the
 horizontal stack and the 1×1 layers per pixel. Dropout is the identity (evaluation mode), as in the naive sampler.
 
-On a GPU a step is a few dozen dependent small kernels (its tensor operations: ``benchmarks/sampling.py`` counts
-them, 5,902 for a batch of the shipped PixelCNN at 1×28×28 against 32,168 one pixel a step). Launched one by one
-from Python they took 1 ms a step on an H100, so the whole loop is recorded once as a CUDA graph (per network,
-batch size, shape and label use) and replayed on later calls: the first call pays for the recording, and the
-graph keeps its caches' memory until the network is freed or another size is asked for. A replay reads the
-parameters in place, so it always uses the current weights, and draws from the same RNG stream as the eager loop.
+On a GPU a step is a few dozen dependent small kernels, one per tensor operation. ``benchmarks/sampling.py``
+counts them: 5,902 for a batch of the shipped PixelCNN at 1×28×28, where the one-pixel-a-step loop this replaced
+ran 32,167. Launched one by one from Python they took 1 ms a step on an H100, so the whole loop is recorded once
+as a CUDA graph (per network, batch size, shape and label use) and replayed on later calls: the first call pays
+for a warm-up run and the recording, and the graph keeps its caches' memory until the network is freed or another
+size is asked for. A replay reads the parameters in place, so it always uses the current weights, and draws from
+the same RNG stream as the eager loop.
 
 Left out, relative to the paper: its queues (this keeps full per-layer maps instead, simpler and small at these
 sizes), dilated convolutions, and strided/up-sampling layers (these networks have none). Not done either: fusing
@@ -87,13 +88,14 @@ class GraphedLoop:
         self.y = None if y is None else y.clone()
         # Index tensors are copied from the host, which a recording may not do: make them first.
         self.plan = loop.plan(net, shape, next(net.parameters()).device)
-        # Warm up on a side stream (library handles and workspaces must exist before recording) on one row, and
-        # give back the RNG state it used, so the samples stay those of the eager loop.
+        # Warm up on a side stream (library handles, workspaces and every product's shape must have been seen
+        # before recording) with the same plan, and give back the RNG state it used, so the samples stay those of
+        # the eager loop.
         rng = torch.cuda.get_rng_state()
         side = torch.cuda.Stream()
         side.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(side):
-            loop(net, n, self.y, new_draws, scale, (shape[0], 1, shape[2]))
+            loop(net, n, self.y, new_draws, scale, shape, plan=self.plan)
         torch.cuda.current_stream().wait_stream(side)
         torch.cuda.set_rng_state(rng)
         self.graph = torch.cuda.CUDAGraph()
@@ -319,8 +321,9 @@ def windows_of(module: nn.Module) -> list[nn.Conv2d]:
 
 
 def pixelcnn_plan(net, shape, device) -> Wavefront:
-    """A PixelCNN's wavefront: slope one more than its widest window's reach to the right."""
-    convs = windows_of(net)
+    """A PixelCNN's wavefront: slope one more than its widest window's reach to the right. The first layer is a
+    window whatever its size: it reads the image cache."""
+    convs = [net.input, *windows_of(net.blocks)]
     slope = 1 + max(geometry(conv)[1] for conv in convs)
     return Wavefront(shape[1], shape[2], slope, [geometry(conv) for conv in convs], device)
 
@@ -332,7 +335,8 @@ def generate_pixelcnn(net, n: int, y: Tensor | None, new_draws, scale, shape, pl
     plan = plan or pixelcnn_plan(net, shape, device)
     draws = new_draws(n, shape, device)
     u = draws.u.index_select(2, plan.order)  # (n, C, H·W): the uniforms in slot order
-    scaled = scale(torch.arange(net.levels, device=device))  # the network's input for each value
+    # The network's input for each value, and one more for the out-of-range value of non-finite logits (Draws).
+    scaled = scale(torch.arange(net.levels + 1, device=device))
     first = Window(net.input, n, plan)
     blocks = [Residual(compile_layers(block.net, n, plan)) for block in net.blocks]
     head = compile_layers(net.head, n, plan)
@@ -423,7 +427,8 @@ def generate_gated_pixelcnn(
     device = net.head[1].weight.device
     plan = plan or gated_plan(net, shape, device)
     draws = new_draws(n, shape, device)
-    scaled = scale(torch.arange(net.levels, device=device))  # the network's input for each value
+    # The network's input for each value, and one more for the out-of-range value of non-finite logits (Draws).
+    scaled = scale(torch.arange(net.levels + 1, device=device))
     layers = [GatedLayer(block, n, plan, y) for block in net.layers]
     skip_bias = torch.stack([block.skip.bias for block in net.layers]).sum(0)
     head = compile_layers(net.head, n, plan)
