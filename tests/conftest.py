@@ -66,8 +66,9 @@ class GenzooCli:
     def train(self, *overrides: str, workdir: Path, module: bool = False, timeout: float = 600) -> CliRun:
         workdir.mkdir(parents=True, exist_ok=True)
         command = [sys.executable, "-m", "genzoo.train"] if module else [str(BIN / "genzoo-train")]
-        command += [*overrides, f"paths.output_dir={workdir / 'outputs'}", f"paths.data_dir={workdir / 'data'}",
-                    f"paths.cache_dir={workdir / 'cache'}"]
+        # Outputs go to the default, ``outputs/`` in the folder the command starts in: every run and sweep here
+        # checks that default too (a multirun once could not resolve it).
+        command += [*overrides, f"paths.data_dir={workdir / 'data'}", f"paths.cache_dir={workdir / 'cache'}"]
         out = subprocess.run(command, cwd=workdir, env=self.env(workdir), capture_output=True, text=True,
                              timeout=timeout)
         return CliRun(command, workdir, out.returncode, out.stdout, out.stderr)
@@ -75,8 +76,8 @@ class GenzooCli:
     def script(self, name: str, *overrides: str, workdir: Path, timeout: float = 600) -> CliRun:
         """Runs another installed Hydra script (``genzoo-eval``, ``genzoo-sample``) with the same paths."""
         workdir.mkdir(parents=True, exist_ok=True)
-        command = [str(BIN / name), *overrides, f"paths.output_dir={workdir / 'outputs'}",
-                   f"paths.data_dir={workdir / 'data'}", f"paths.cache_dir={workdir / 'cache'}"]
+        command = [str(BIN / name), *overrides, f"paths.data_dir={workdir / 'data'}",
+                   f"paths.cache_dir={workdir / 'cache'}"]
         out = subprocess.run(command, cwd=workdir, env=self.env(workdir), capture_output=True, text=True,
                              timeout=timeout)
         return CliRun(command, workdir, out.returncode, out.stdout, out.stderr)
