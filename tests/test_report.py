@@ -144,3 +144,28 @@ def test_without_hydra_overrides_a_model_switch_groups_by_class_and_ignores_what
     rep = json.loads((root / "report.json").read_text())
     assert rep["group_keys"] == ["model"]
     assert [(row["label"], row["seeds"]) for row in rep["rows"]] == [("PixelCNN", [0, 1]), ("VAE", [0])]
+
+
+def test_runs_that_never_finished_are_left_out_of_the_table_and_listed(tmp_path):
+    root = write_sweep(tmp_path / "sweep", overrides=True)
+    killed = root / "9"  # stopped after two epochs: no metrics.json, a different (typo'd) key
+    write_run(killed, "3e-4", 0, overrides=True)
+    (killed / "metrics.json").unlink()
+    (killed / "metrics.jsonl").write_text("".join(json.dumps({"epoch": e, "val/bpd": 3.0}) + "\n" for e in (0, 1)))
+    (killed / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(["model.lr=3e-4", "sede=0"]))
+    failed = root / "5"  # the failed job of sweep.json: listed there already, not twice
+    failed.mkdir()
+    (failed / "config.yaml").write_text(yaml.safe_dump({"seed": 0}))
+    record = json.loads((root / "sweep.json").read_text())
+    record["jobs"][0]["run_dir"] = str(failed)
+    (root / "sweep.json").write_text(json.dumps(record))
+    assert main([str(root), "--no-wandb"]) == 0
+    rep = json.loads((root / "report.json").read_text())
+    assert rep["group_keys"] == ["model.lr"]  # the killed run's 'sede' does not become a grouping key
+    assert sorted(r["seeds"] for r in rep["rows"]) == [[0, 1], [0, 1, 2]]
+    assert rep["unfinished"] == [{"run": str(killed), "epochs": 2}]
+    assert "Left out: runs without final metrics" in (root / "report.md").read_text()
+    # on its own, the killed run is reported, to watch its progress
+    assert main([str(killed), "--no-wandb"]) == 0
+    assert json.loads((killed / "report.json").read_text())["rows"][0]["runs"] == [str(killed)]
+

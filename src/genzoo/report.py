@@ -217,24 +217,37 @@ def published_rows(groups: list[Group]) -> list[dict]:
 def build_report(root: Path, out: Path) -> dict:
     from genzoo.report_plots import plot_curves, plot_probe, plot_samples
 
-    runs = find_runs(root)
-    if not runs:
+    found = find_runs(root)
+    if not found:
         raise SystemExit(f"genzoo-report: no run folders (folders with a config.yaml) under {root}: give a "
                          "run folder or a sweep folder of genzoo-train.")
+    # genzoo.sweeps' record of the sweep (or of each sweep, for a folder of sweeps)
+    jobs = [j for f in sorted([*root.glob("sweep.json"), *root.glob("*/sweep.json")])
+            for j in json.loads(f.read_text()).get("jobs", [])]
+    failed = [j for j in jobs if j.get("status") == "failed"]
+    # Only finished runs (their metrics.json written) enter the table: a failed, killed or running one would
+    # bring its partial numbers, or none, and the keys it was started with, into the grouping. One run folder
+    # given on its own is reported whatever its state, to watch it.
+    runs = [r for r in found if r.final or r.path == root]
+    if not runs:
+        raise SystemExit(f"genzoo-report: none of the {len(found)} run folders under {root} has finished (no "
+                         "metrics.json): give one of them to see its progress.")
+    failed_dirs = {Path(j["run_dir"]).resolve() for j in failed if j.get("run_dir")}
+    kept = {r.path for r in runs}
+    unfinished = [{"run": str(r.path), "epochs": len({line["epoch"] for line in r.history if "epoch" in line})}
+                  for r in found if r.path not in kept and r.path.resolve() not in failed_dirs]
     groups, group_keys = group_runs(runs)
     columns = summary_keys(runs)
     rows = [{"group": dict(g.key), "label": g.label, "seeds": g.seeds, "runs": [str(r.path) for r in g.runs],
              "metrics": {k: summarise(g, k) for k in columns}} for g in groups]
-    # genzoo.sweeps' record of the sweep (or of each sweep, for a folder of sweeps)
-    failed = [j for f in sorted([*root.glob("sweep.json"), *root.glob("*/sweep.json")])
-              for j in json.loads(f.read_text()).get("jobs", []) if j.get("status") == "failed"]
     out.mkdir(parents=True, exist_ok=True)
     plots = [p for p in (plot_curves(groups, out / "curves.png"), plot_samples(groups, out / "samples.png"),
                          plot_probe(groups, out / "probe.png")) if p is not None]
     wandb_cfg = ((runs[0].config.get("logger") or {}).get("wandb") or {})
     report = {"root": str(root), "group_keys": group_keys, "columns": columns, "rows": rows,
               "wandb": {"project": wandb_cfg.get("project") or "genzoo", "entity": wandb_cfg.get("entity")},
-              "published": published_rows(groups), "failed": failed, "plots": [p.name for p in plots]}
+              "published": published_rows(groups), "failed": failed, "unfinished": unfinished,
+              "plots": [p.name for p in plots]}
     (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
     (out / "report.md").write_text(render_markdown(report))
     (out / "report.html").write_text(render_html(report))

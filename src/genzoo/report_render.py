@@ -39,6 +39,9 @@ def tables(report: dict) -> list[tuple[str, list[str], list[list[str]]]]:
         out.append(("Failed jobs", ["job", "overrides", "error"],
                     [[f"#{j['num']}", " ".join(j.get("overrides") or []), j.get("error") or ""]
                      for j in report["failed"]]))
+    if report.get("unfinished"):
+        out.append(("Left out: runs without final metrics (failed, killed or still running)",
+                    ["run", "epochs logged"], [[u["run"], u["epochs"]] for u in report["unfinished"]]))
     return out
 
 
