@@ -1,1 +1,18 @@
-"""genzoo's Hydra config tree, shipped as package data (``pkg://genzoo.conf``)."""
+"""genzoo's Hydra config tree, shipped as package data (``pkg://genzoo.conf``).
+
+Importing it registers the resolvers its YAML uses, so the tree composes wherever it is loaded from (the scripts,
+Hydra's compose API, a notebook):
+
+* ``${genzoo_uid:}`` in run folder names: cached per config, so every reader of the name sees the same value;
+* ``${genzoo_cwd:}``: the folder the command was started in. Hydra's ``${hydra:runtime.cwd}`` is the same folder,
+  but a multirun resolves its sweep folder before it sets the Hydra config, so the paths a sweep folder is built
+  from cannot use it.
+"""
+
+import os
+import secrets
+
+from omegaconf import OmegaConf
+
+OmegaConf.register_new_resolver("genzoo_uid", lambda: secrets.token_hex(3), use_cache=True, replace=True)
+OmegaConf.register_new_resolver("genzoo_cwd", os.getcwd, replace=True)

@@ -2,21 +2,12 @@
 
 from __future__ import annotations
 
-import os
-import secrets
-
 import hydra
 from hydra.errors import InstantiationException
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
+import genzoo.conf  # noqa: F401 - registers the resolvers the config tree uses
 from genzoo.errors import GenzooError
-
-# `${genzoo_uid:}` in run folder names: cached per config, so every reader of the name sees the same value.
-OmegaConf.register_new_resolver("genzoo_uid", lambda: secrets.token_hex(3), use_cache=True, replace=True)
-# `${genzoo_cwd:}`: the folder the command was started in. Hydra's `${hydra:runtime.cwd}` is the same folder, but
-# a multirun resolves its sweep folder before it sets the Hydra config, so the paths a sweep folder is built from
-# cannot use it.
-OmegaConf.register_new_resolver("genzoo_cwd", os.getcwd, replace=True)
 
 
 def build(node: DictConfig, what: str, **kwargs):
