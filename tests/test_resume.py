@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from omegaconf import OmegaConf
 
 from genzoo.checkpointing import AtomicCheckpointIO, RngState
 from genzoo.data.sampler import ResumableSampler
@@ -181,3 +182,129 @@ def test_every_model_resumed_from_a_mid_epoch_checkpoint_ends_with_the_same_weig
     (_, w_whole), (_, w_resumed) = final_state(tmp_path / "whole"), final_state(tmp_path / "resumed")
     for name, w in w_whole.items():  # parameters and buffers (EMA generator, batch-norm and code statistics)
         torch.testing.assert_close(w_resumed[name], w, rtol=1e-6, atol=1e-7, msg=name)
+
+
+# ---- resume= in the run's own folder: the CSV history, times, step checkpoints, a finished run -------------------
+# Three smoke epochs of two batches, a step checkpoint every 3 steps: step0000003.ckpt lies inside epoch 1.
+SHORT = ["debug=smoke", "logger=csv", "test=false", "trainer.max_epochs=3", "callbacks.progress_bar=null",
+         "callbacks.step_checkpoint.every_n_train_steps=3", "callbacks.step_checkpoint.save_top_k=-1"]
+ELAPSED = 1000.0  # the wall time the resumed checkpoint says the run had taken
+
+
+def read_csv(path: Path) -> list[dict]:
+    import csv
+
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def csv_cells(path: Path) -> dict[tuple[int, str], list[float]]:
+    """(step, metric) → every value the CSV holds for it."""
+    cells: dict[tuple[int, str], list[float]] = {}
+    for row in read_csv(path):
+        for key, value in row.items():
+            if key not in ("step", "epoch") and value:
+                cells.setdefault((int(row["step"]), key), []).append(float(value))
+    return cells
+
+
+def snapshot(folder: Path) -> dict[str, tuple[bytes, int]]:
+    return {str(p.relative_to(folder)): (p.read_bytes(), p.stat().st_mtime_ns)
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture(scope="module")
+def interrupted(cli, tmp_path_factory):
+    """A run left alone (``whole``) and a copy of it as a process killed after step 3 would leave it, resumed from
+    its step checkpoint (``resumed``): its CSV and metrics.jsonl already hold rows past step 3, as a killed process
+    writes them, and the checkpoint says the run had taken ELAPSED seconds."""
+    tmp = tmp_path_factory.mktemp("interrupted")
+    whole = cli.train(*SHORT, f"hydra.run.dir={tmp / 'whole'}", workdir=tmp)
+    assert whole.returncode == 0, whole.tail()
+    run_dir = tmp / "resumed"
+    shutil.copytree(tmp / "whole", run_dir)
+    for c in (run_dir / "checkpoints").iterdir():
+        if c.name != "step0000003.ckpt":
+            c.unlink()
+    source = run_dir / "checkpoints" / "step0000003.ckpt"
+    ckpt = torch.load(source, weights_only=True)
+    states = {k: v for k, v in ckpt["callbacks"].items() if k.startswith("MetricsFile")}
+    timed = bool(states) and all("elapsed_s" in v for v in states.values())
+    for state in states.values():
+        state["elapsed_s"] = ELAPSED
+    torch.save(ckpt, source)
+    # the saved choice logger=csv named again, and the step checkpoint kept from now on as the config says
+    resumed = cli.train(f"resume={source}", "logger=csv", "callbacks.step_checkpoint.save_top_k=1", workdir=tmp)
+    assert resumed.returncode == 0, resumed.tail()
+    return {"tmp": tmp, "whole": tmp / "whole", "run_dir": run_dir, "resumed": resumed, "timed": timed}
+
+
+def test_resumed_csv_log_keeps_the_history_with_one_value_per_metric_and_step(interrupted):
+    whole, resumed = interrupted["whole"] / "csv" / "metrics.csv", interrupted["run_dir"] / "csv" / "metrics.csv"
+    assert "Previous log files" not in interrupted["resumed"].output
+    expected, cells = csv_cells(whole), csv_cells(resumed)
+    assert min(step for step, _ in cells) == 0, "the rows from before the resume were deleted"
+    twice = {cell: values for cell, values in cells.items() if len(values) > 1}
+    assert not twice, f"logged twice: {twice}"
+    assert set(cells) == set(expected)
+    for (step, key), [value] in expected.items():
+        if (step, key) == (3, "train/loss_epoch"):
+            continue  # Lightning's epoch mean after a mid-epoch resume averages only the batches after it
+        # the rows after the checkpoint were logged again by the resumed process, with the same values
+        assert cells[step, key] == [pytest.approx(value, rel=1e-5)], (step, key)
+
+
+def test_resumed_times_add_to_the_time_the_checkpoint_carries(interrupted):
+    assert interrupted["timed"], "the checkpoint holds no MetricsFile state with the elapsed time"
+    lines = [json.loads(line) for line in (interrupted["run_dir"] / "metrics.jsonl").read_text().splitlines()]
+    assert [line["epoch"] for line in lines] == [0, 1, 2]
+    assert lines[0]["time_s"] < ELAPSED, "the line written before the checkpoint keeps its time"
+    assert all(ELAPSED < line["time_s"] < ELAPSED + 600 for line in lines[1:]), lines
+    metrics = json.loads((interrupted["run_dir"] / "metrics.json").read_text())
+    assert ELAPSED < metrics["fit_time_s"] < ELAPSED + 600
+
+
+def test_resumed_run_keeps_only_the_newest_step_checkpoint(interrupted):
+    names = sorted(p.name for p in (interrupted["run_dir"] / "checkpoints").glob("step*.ckpt"))
+    assert names == ["step0000006.ckpt"]
+    # a copy elsewhere is another run: its files stay
+    assert (interrupted["whole"] / "checkpoints" / "step0000003.ckpt").is_file()
+
+
+def test_resume_runs_in_the_run_folder_and_makes_no_new_one(interrupted):
+    assert not (interrupted["tmp"] / "outputs").exists(), sorted((interrupted["tmp"] / "outputs").rglob("*"))
+    run_dir = interrupted["run_dir"]
+    # .hydra/ keeps the choices the run was started with, which a later resume= compares group choices with
+    assert not any("resume=" in o for o in OmegaConf.load(run_dir / ".hydra" / "overrides.yaml"))
+
+
+def test_resume_of_a_finished_run_says_so_and_leaves_the_run_alone(cli, interrupted):
+    run_dir = interrupted["run_dir"]
+    before = snapshot(run_dir)
+    run = cli.train(f"resume={run_dir}", workdir=interrupted["tmp"])
+    assert run.returncode == 0 and "Traceback" not in run.output, run.tail()
+    message = [line for line in run.stderr.splitlines() if "nothing left to train" in line]
+    assert len(message) == 1 and "trainer.max_epochs" in message[0], run.tail()
+    assert "Restoring states" not in run.output and "Testing" not in run.output
+    assert snapshot(run_dir) == before, "a finished run's files changed"
+    assert not (interrupted["tmp"] / "outputs").exists()
+
+
+def test_resume_refuses_another_group_choice_and_names_the_saved_one(cli, interrupted):
+    run_dir = interrupted["run_dir"]
+    before = snapshot(run_dir)
+    run = cli.train(f"resume={run_dir / 'checkpoints' / 'step0000006.ckpt'}", "logger=wandb", "trainer.max_epochs=4",
+                    workdir=interrupted["tmp"])
+    assert run.returncode != 0 and "Traceback" not in run.output, run.tail()
+    assert "'logger='" in run.stderr and "logger=csv" in run.stderr and "start a new run" in run.stderr, run.tail()
+    assert snapshot(run_dir) == before
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a CUDA GPU")
+def test_gpu_trainer_without_a_gpu_stops_with_one_sentence(cli, tmp_path):
+    run = cli.train("debug=smoke", "trainer=gpu", workdir=tmp_path)
+    assert run.returncode != 0 and "Traceback" not in run.output, run.tail()
+    assert "No supported gpu backend" not in run.output, run.tail()
+    message = [line for line in run.stderr.splitlines() if "no CUDA GPU" in line or "has none" in line]
+    assert len(message) == 1 and "trainer=default" in message[0] and message[0].rstrip().endswith("."), run.tail()
+    assert not list(tmp_path.rglob("*.ckpt")) and not run.run_dirs(), "a run folder was written"

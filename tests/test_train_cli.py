@@ -210,6 +210,7 @@ def test_resume_refuses_to_switch_config_group(cli, smoke, tmp_path):
     run = cli.train(f"resume={moved}", "model=gated_pixelcnn", workdir=tmp_path / "work")
     assert run.returncode != 0 and "Traceback" not in run.output, run.tail()
     assert "'model='" in run.stderr and "start a new run" in run.stderr, run.tail()
+    assert "model=pixelcnn" in run.stderr, "the message names the choice the run was trained with"
     assert [line["epoch"] for line in read_jsonl(moved / "metrics.jsonl")] == [0]
 
 

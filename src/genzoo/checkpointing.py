@@ -119,3 +119,55 @@ class LoaderPosition(pl.Callback):
         loader = trainer.train_dataloader  # genzoo's datamodules give one training loader
         if len(saved) == 1 and isinstance(loader, ResumableLoader):
             loader.load_state_dict(saved[0])  # the same call Lightning would make; repeating it is harmless
+
+
+class KeepNewestAfterResume(pl.Callback):
+    """Deletes the step checkpoint a run resumed from once its callback has written a newer one.
+
+    A ``ModelCheckpoint`` that keeps only its newest file (``save_top_k=1``, no monitor: genzoo's step checkpoint)
+    deletes the previous file after writing the next, but Lightning never deletes the file the trainer resumed
+    from, so every resume would leave one stale ``step*.ckpt`` behind. Once the newer file is on disk (written
+    atomically by :class:`AtomicCheckpointIO`) the old one is no longer needed to continue, and it goes. Files of
+    another folder are never touched: a run resumed from a copy leaves the original run alone.
+    """
+
+    def __init__(self):
+        self.source: Path | None = None
+        self.watched: list = []
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module) -> None:
+        from pytorch_lightning.callbacks import ModelCheckpoint
+
+        self.source, self.watched = None, []
+        if trainer.ckpt_path is None:
+            return
+        source = Path(trainer.ckpt_path).absolute()
+        for cb in trainer.checkpoint_callbacks:
+            # the restored state names the file it last wrote; in a moved run folder only the name still matches
+            if (isinstance(cb, ModelCheckpoint) and cb.save_top_k == 1 and cb.monitor is None and cb.dirpath
+                    and Path(cb.dirpath).absolute() == source.parent and cb.best_model_path
+                    and Path(cb.best_model_path).name == source.name):
+                self.watched.append(cb)
+        self.source = source if self.watched else None
+
+    def _drop(self, trainer: pl.Trainer) -> None:
+        if self.source is None:
+            return
+        for cb in self.watched:
+            newer = Path(cb.best_model_path) if cb.best_model_path else None
+            if newer is not None and newer.name != self.source.name and newer.is_file():
+                if self.source.is_file():
+                    trainer.strategy.remove_checkpoint(self.source)
+                self.source, self.watched = None, []
+                return
+
+    # the step checkpoint is written in on_train_batch_end, after this callback's own hook (Lightning runs
+    # checkpoint callbacks last): the next hook sees it
+    def on_train_batch_start(self, trainer: pl.Trainer, pl_module, batch, batch_idx) -> None:
+        self._drop(trainer)
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module) -> None:
+        self._drop(trainer)
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module) -> None:
+        self._drop(trainer)

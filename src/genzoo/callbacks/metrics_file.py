@@ -1,5 +1,9 @@
 """The run folder's own record of metrics, whatever the logger: ``metrics.jsonl`` (one line per epoch) and
-``metrics.json`` (the final values: last epoch, best checkpoint score, test metrics, wall time)."""
+``metrics.json`` (the final values: last epoch, best checkpoint score, test metrics, wall time).
+
+Times are the run's, not the process's: each checkpoint carries the wall time elapsed when it was written, and a
+resumed process adds its own to that, so ``time_s`` and ``fit_time_s`` go on across resumes. Time an interrupted
+process spent after its last checkpoint is not counted: that work is done again, and counted, after the resume."""
 
 from __future__ import annotations
 
@@ -29,7 +33,17 @@ class MetricsFile(pl.Callback):
     def __init__(self, dirpath: str):
         self.dirpath = Path(dirpath)
         self.start = time.time()
+        self.before = 0.0  # seconds the run had taken up to the checkpoint this process resumed from
         self.final: dict = {}
+
+    def elapsed(self) -> float:
+        return round(self.before + time.time() - self.start, 3)
+
+    def state_dict(self) -> dict:
+        return {"elapsed_s": self.elapsed()}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self.before = float(state_dict.get("elapsed_s", 0.0))
 
     def _write_final(self) -> None:
         self.dirpath.mkdir(parents=True, exist_ok=True)
@@ -52,7 +66,7 @@ class MetricsFile(pl.Callback):
         if trainer.sanity_checking:
             return
         line = {"epoch": trainer.current_epoch, "step": trainer.global_step,
-                "time_s": round(time.time() - self.start, 3), **scalar_metrics(trainer.callback_metrics)}
+                "time_s": self.elapsed(), **scalar_metrics(trainer.callback_metrics)}
         self.dirpath.mkdir(parents=True, exist_ok=True)
         with open(self.dirpath / "metrics.jsonl", "a") as f:
             f.write(json.dumps(line) + "\n")
@@ -61,7 +75,7 @@ class MetricsFile(pl.Callback):
     def on_fit_end(self, trainer: pl.Trainer, pl_module) -> None:
         self.final.update(scalar_metrics(trainer.callback_metrics))
         self.final.update(epochs=trainer.current_epoch, steps=trainer.global_step,
-                          fit_time_s=round(time.time() - self.start, 3))
+                          fit_time_s=self.elapsed())
         ckpt = trainer.checkpoint_callback
         if ckpt is not None and ckpt.best_model_score is not None:
             self.final["best_score"] = float(ckpt.best_model_score)
@@ -72,5 +86,5 @@ class MetricsFile(pl.Callback):
     def on_test_end(self, trainer: pl.Trainer, pl_module) -> None:
         self.final.update({k: v for k, v in scalar_metrics(trainer.callback_metrics).items()
                            if k.startswith(("test/", "probe/"))})  # the linear probe runs at test
-        self.final["time_s"] = round(time.time() - self.start, 3)
+        self.final["time_s"] = self.elapsed()
         self._write_final()
