@@ -292,6 +292,44 @@ def test_download_true_fetches_in_prepare_data_then_decodes(tmp_path, monkeypatc
     assert len(dm.splits["test"]) == 6
 
 
+@pytest.fixture
+def no_network(monkeypatch):
+    """Every connection fails as it does offline, before a byte leaves the machine: name lookups raise
+    socket.gaierror (urllib turns it into URLError) and connecting raises OSError. CelebA's Google Drive
+    download gets the same URLError from the function torchvision calls for it."""
+    import socket
+    import urllib.error
+
+    import torchvision.datasets.celeba
+
+    def lookup(*args, **kwargs):
+        raise socket.gaierror(socket.EAI_NONAME, "no network in this test")
+
+    def connect(*args, **kwargs):
+        raise OSError("no network in this test")
+
+    def google_drive(*args, **kwargs):
+        raise urllib.error.URLError(OSError("no network in this test"))
+
+    monkeypatch.setattr(socket, "getaddrinfo", lookup)
+    monkeypatch.setattr(socket.socket, "connect", connect)
+    monkeypatch.setattr(torchvision.datasets.celeba, "download_file_from_google_drive", google_drive)
+
+
+@pytest.mark.parametrize("name,folder", [("mnist", "MNIST"), ("fashion_mnist", "FashionMNIST"),
+                                         ("binarized_fixed", "MNIST"), ("binarized_larochelle", "binarized_mnist"),
+                                         ("cifar10", "cifar-10-batches-py"), ("svhn", "svhn"), ("celeba", "celeba")])
+def test_a_failed_download_says_it_failed_and_why_not_that_a_file_is_missing(tmp_path, no_network, name, folder):
+    with pytest.raises(GenzooError) as e:
+        make(name, tmp_path, write=False, download=True)
+    message = str(e.value)
+    assert message.startswith(f"Downloading the {CASES[name][0].TITLE} files into {tmp_path / 'data' / folder} failed")
+    assert "no network in this test" in message and "Error" in message  # the reason: the exception's class and text
+    assert "check the network" in message and "by hand into" in message
+    assert "is missing" not in message and "set data.download=true" not in message
+    assert message.endswith(".") and "\n" not in message
+
+
 @pytest.mark.parametrize("name", ["mnist", "fashion_mnist", "binarized_mnist", "cifar10", "svhn", "celeba"])
 def test_each_yaml_states_its_data_facts_and_verifies_checksums_by_default(name):
     from importlib.resources import files

@@ -22,16 +22,32 @@ from torchvision.utils import save_image
 
 from genzoo.callbacks.sample_grid import image_grid
 from genzoo.errors import GenzooError
-from genzoo.eval import find_run_checkpoint, load_model
+from genzoo.eval import find_run_checkpoint, load_model, refuse_run_overrides, require_ckpt
 from genzoo.evaluation.features import sample_chunks
 from genzoo.runs import write_run_files
 
 log = logging.getLogger(__name__)
 
 
+def whole_number(cfg: DictConfig, key: str, what: str, example: int, least: int | None = None) -> int:
+    """``cfg[key]`` as an int; a string or a fraction from the command line stops with one sentence instead of
+    int()'s ValueError (or a silent truncation), and so does a value below ``least``."""
+    value = cfg[key]
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise GenzooError(f"{key}={value} is not a whole number: give {what}, e.g. {key}={example}.")
+    if least is not None and value < least:
+        raise GenzooError(f"{key}={value} is below {least}: give {what}, e.g. {key}={example}.")
+    return value
+
+
 def draw(cfg: DictConfig) -> Path:
-    if int(cfg.n) < 1:
-        raise GenzooError(f"n={cfg.n} draws nothing: give the number of samples, e.g. n=64.")
+    require_ckpt(cfg, "genzoo-sample")
+    refuse_run_overrides(cfg, "genzoo-sample")
+    n = whole_number(cfg, "n", "the number of samples", 64, least=1)
+    batch_size = whole_number(cfg, "batch_size", "the number of samples drawn at once", 256, least=1)
+    seed = whole_number(cfg, "seed", "the seed of the samples", 0)
+    if cfg.nrow is not None:
+        whole_number(cfg, "nrow", "the images per row of the grid (or null: square)", 8, least=1)
     ckpt, run = find_run_checkpoint(str(cfg.ckpt))
     model = load_model(ckpt, OmegaConf.load(run / "config.yaml"))
     device = cfg.device if cfg.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
@@ -39,14 +55,14 @@ def draw(cfg: DictConfig) -> Path:
         model.to(device)
     except (RuntimeError, AssertionError) as e:
         raise GenzooError(f"device={cfg.device} is not available here ({e}): use device=cpu or auto.") from None
-    images, _ = sample_chunks(model, int(cfg.n), int(cfg.batch_size), int(cfg.seed))
+    images, _ = sample_chunks(model, n, batch_size, seed)
     OmegaConf.resolve(cfg)
     out = Path(cfg.paths.run_dir)
     write_run_files(out, cfg)
     save_image(image_grid(images, model.levels, nrow=cfg.nrow), out / "samples.png")
     np.savez_compressed(out / "samples.npz", samples=images.numpy().astype(np.uint8 if model.levels <= 256 else
                                                                               np.int64),
-                        levels=model.levels, seed=int(cfg.seed), checkpoint=str(ckpt))
+                        levels=model.levels, seed=seed, checkpoint=str(ckpt))
     log.info("%d samples of %s: %s", len(images), ckpt, out)
     return out
 

@@ -21,6 +21,7 @@ import torch
 from torchvision.datasets.utils import download_url
 
 from genzoo.data.base import ArrayDataset
+from genzoo.data.disk import download_failed
 from genzoo.data.mnist import MNISTDataModule
 from genzoo.errors import GenzooError
 
@@ -121,7 +122,11 @@ class BinarizedMNISTDataModule(MNISTDataModule):
             return super().fetch()
         for split in AMAT_SIZES:
             if not (self.folder / f"binarized_mnist_{split}.amat").is_file():
-                download_url(AMAT_URL.format(split), str(self.folder))
+                try:
+                    download_url(AMAT_URL.format(split), str(self.folder))
+                except Exception as e:  # noqa: BLE001 - without this the missing file afterwards hides why
+                    raise download_failed(self.TITLE, self.folder, e, layout=", ".join(
+                        f"binarized_mnist_{s}.amat" for s in AMAT_SIZES)) from None
 
     def decode(self, out):
         if self.binarization == "larochelle":

@@ -18,13 +18,13 @@ import numpy as np
 from torchvision.datasets import CelebA
 from torchvision.transforms import v2
 
-from genzoo.data.disk import DiskDataModule
+from genzoo.data.disk import DiskDataModule, Downloads
 from genzoo.errors import GenzooError
 
 CROP, SIZE = 108, 64
 
 
-class CelebAFiles(CelebA):
+class CelebAFiles(Downloads, CelebA):
     """torchvision's CelebA reader; with ``verify_checksums=False`` its md5 checks only ask that the files exist."""
 
     def __init__(self, root, split: str = "train", download: bool = False, verify_checksums: bool = True,

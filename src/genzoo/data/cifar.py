@@ -10,10 +10,10 @@ from __future__ import annotations
 import numpy as np
 from torchvision.datasets import CIFAR10
 
-from genzoo.data.disk import DiskDataModule
+from genzoo.data.disk import DiskDataModule, Downloads
 
 
-class CIFAR10Files(CIFAR10):
+class CIFAR10Files(Downloads, CIFAR10):
     """torchvision's CIFAR-10 reader; with ``verify_checksums=False`` its md5 checks (batches and meta) only ask
     that the files exist, so generated files load through the same code."""
 

@@ -30,6 +30,43 @@ def missing_file(title: str, path: Path, folder: Path) -> GenzooError:
     )
 
 
+class DownloadFailed(Exception):
+    """Raised by a reader's ``download()`` (see ``Downloads``) with the original exception as ``cause``: the files
+    it would have written are missing afterwards, and without this the missing file would hide why."""
+
+    def __init__(self, cause: BaseException):
+        super().__init__(str(cause))
+        self.cause = cause
+
+
+class Downloads:
+    """Mixin for torchvision's readers, put before the reader in the bases: a failure inside its ``download()``
+    (no network, a refused or changed URL, a corrupt transfer) becomes ``DownloadFailed``, which ``read_with``
+    reports as a failed download; a failure afterwards, reading files that are there, stays a file problem."""
+
+    def download(self) -> None:
+        try:
+            super().download()
+        except Exception as e:  # noqa: BLE001 - urllib, socket, torchvision and gdown each raise their own
+            raise DownloadFailed(e) from e
+
+
+def short_reason(e: BaseException, limit: int = 160) -> str:
+    """The exception's class and message on one line, shortened: torchvision's MNIST joins one error per mirror
+    over several lines, whose first (which file) and last (the latest mirror's error) say the most."""
+    lines = [line.strip() for line in str(e).splitlines() if line.strip()]
+    text = " … ".join(dict.fromkeys([lines[0], lines[-1]])) if lines else ""
+    text = f"{type(e).__name__}: {text}" if text else type(e).__name__
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def download_failed(title: str, folder: Path, e: BaseException, layout: str = "torchvision's layout") -> GenzooError:
+    return GenzooError(
+        f"Downloading the {title} files into {folder} failed ({short_reason(e)}): check the network and run again, "
+        f"or download the {title} files by hand into {folder} ({layout}) and set data.download=false."
+    )
+
+
 def file_problem(title: str, files: list[tuple[Path, str | None]], folder: Path, verify: bool) -> GenzooError | None:
     """The first missing file, or with ``verify`` the first whose md5 sum differs from the published one."""
     for path, _ in files:
@@ -45,11 +82,14 @@ def file_problem(title: str, files: list[tuple[Path, str | None]], folder: Path,
 
 
 def read_with(title: str, files: list[tuple[Path, str | None]], folder: Path, verify: bool, make):
-    """Run a torchvision reader, turning its generic 'not found or corrupted' into a sentence naming the file."""
+    """Run a torchvision reader, turning its generic 'not found or corrupted' into a sentence naming the file, and
+    a failed download (``Downloads``) into one naming its reason."""
     try:
         return make()
     except GenzooError:
         raise
+    except DownloadFailed as e:
+        raise download_failed(title, folder, e.cause) from None
     except Exception as e:  # torchvision raises RuntimeError; a truncated pickle or .mat raises its own errors
         problem = file_problem(title, files, folder, verify)
         if problem is not None:

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 from torchvision.datasets import MNIST, FashionMNIST
 
-from genzoo.data.disk import DiskDataModule
+from genzoo.data.disk import DiskDataModule, Downloads
 from genzoo.errors import GenzooError
 
 IDX_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
@@ -37,7 +37,7 @@ def check_idx(path: Path, title: str) -> None:
                           "set data.download=true, or copy it again.")
 
 
-class _CheckedIdx:
+class _CheckedIdx(Downloads):
     """Mixin for torchvision's MNIST readers: its own folder name, and an idx header check when verifying."""
 
     FOLDER = ""

@@ -12,10 +12,10 @@ from __future__ import annotations
 import numpy as np
 from torchvision.datasets import SVHN
 
-from genzoo.data.disk import DiskDataModule
+from genzoo.data.disk import DiskDataModule, Downloads
 
 
-class SVHNFiles(SVHN):
+class SVHNFiles(Downloads, SVHN):
     """torchvision's SVHN reader; with ``verify_checksums=False`` its md5 check only asks that the file exists."""
 
     def __init__(self, root, split: str = "train", download: bool = False, verify_checksums: bool = True):
