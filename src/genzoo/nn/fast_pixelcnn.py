@@ -315,6 +315,12 @@ class Residual:
         return x.addmm_(run(self.steps[:-1], x, t), self.weight_t)
 
 
+def input_values(scale, levels: int, device) -> Tensor:
+    """The network's input for each value, a table the samplers index with each draw (one kernel instead of
+    scaling it), and one entry more for ``levels``, the out-of-range value of non-finite logits (``Draws``)."""
+    return scale(torch.arange(levels + 1, device=device))
+
+
 def windows_of(module: nn.Module) -> list[nn.Conv2d]:
     """The masked convolutions wider than 1×1 that a cached loop evaluates as windows."""
     return [m for m in module.modules() if isinstance(m, MaskedConv2d) and m.kernel_size != (1, 1)]
@@ -335,8 +341,7 @@ def generate_pixelcnn(net, n: int, y: Tensor | None, new_draws, scale, shape, pl
     plan = plan or pixelcnn_plan(net, shape, device)
     draws = new_draws(n, shape, device)
     u = draws.u.index_select(2, plan.order)  # (n, C, H·W): the uniforms in slot order
-    # The network's input for each value, and one more for the out-of-range value of non-finite logits (Draws).
-    scaled = scale(torch.arange(net.levels + 1, device=device))
+    scaled = input_values(scale, net.levels, device)
     first = Window(net.input, n, plan)
     blocks = [Residual(compile_layers(block.net, n, plan)) for block in net.blocks]
     head = compile_layers(net.head, n, plan)
@@ -427,8 +432,7 @@ def generate_gated_pixelcnn(
     device = net.head[1].weight.device
     plan = plan or gated_plan(net, shape, device)
     draws = new_draws(n, shape, device)
-    # The network's input for each value, and one more for the out-of-range value of non-finite logits (Draws).
-    scaled = scale(torch.arange(net.levels + 1, device=device))
+    scaled = input_values(scale, net.levels, device)
     layers = [GatedLayer(block, n, plan, y) for block in net.layers]
     skip_bias = torch.stack([block.skip.bias for block in net.layers]).sum(0)
     head = compile_layers(net.head, n, plan)
