@@ -23,6 +23,7 @@ from pytorch_lightning.utilities import rank_zero_only
 from torchvision.utils import save_image
 
 from genzoo.callbacks.sample_grid import due, image_grid, log_grid
+from genzoo.nn.modes import evaluating
 
 
 def has_code(pl_module) -> bool:
@@ -58,34 +59,32 @@ class LatentPictures(pl.Callback):
         x = self.images(trainer)
         if x is None or len(x) == 0:
             return
-        was_training = pl_module.training
-        pl_module.eval()
-        x, levels = x.to(pl_module.device), pl_module.levels
-        self.dirpath.mkdir(parents=True, exist_ok=True)
-        z = pl_module.encode(x)  # (N, z_dim)
+        with evaluating(pl_module):
+            x, levels = x.to(pl_module.device), pl_module.levels
+            self.dirpath.mkdir(parents=True, exist_ok=True)
+            z = pl_module.encode(x)  # (N, z_dim)
 
-        shown = x[: self.n]
-        recon = pl_module.decode(z[: self.n])
-        self._save(trainer, "reconstructions", torch.cat([shown.float(), recon]), levels, len(shown), tag)
+            shown = x[: self.n]
+            recon = pl_module.decode(z[: self.n])
+            self._save(trainer, "reconstructions", torch.cat([shown.float(), recon]), levels, len(shown), tag)
 
-        pairs = min(self.pairs, len(x) // 2)  # a split smaller than 2·pairs images gives fewer rows
-        if pairs > 0 and self.steps > 0:
-            za, zb = z[:pairs], z[pairs: 2 * pairs]  # (pairs, z_dim) each
-            t = torch.linspace(0, 1, self.steps, device=z.device).view(1, -1, 1)
-            path = torch.lerp(za[:, None], zb[:, None], t).flatten(0, 1)  # (pairs·steps, z_dim)
-            between = pl_module.decode(path).unflatten(0, (pairs, self.steps))  # (pairs, steps, C, H, W)
-            ends = x.float()
-            rows = torch.cat([ends[:pairs, None], between, ends[pairs: 2 * pairs, None]], dim=1)
-            self._save(trainer, "interpolations", rows.flatten(0, 1), levels, self.steps + 2, tag)
+            pairs = min(self.pairs, len(x) // 2)  # a split smaller than 2·pairs images gives fewer rows
+            if pairs > 0 and self.steps > 0:
+                za, zb = z[:pairs], z[pairs: 2 * pairs]  # (pairs, z_dim) each
+                t = torch.linspace(0, 1, self.steps, device=z.device).view(1, -1, 1)
+                path = torch.lerp(za[:, None], zb[:, None], t).flatten(0, 1)  # (pairs·steps, z_dim)
+                between = pl_module.decode(path).unflatten(0, (pairs, self.steps))  # (pairs, steps, C, H, W)
+                ends = x.float()
+                rows = torch.cat([ends[:pairs, None], between, ends[pairs: 2 * pairs, None]], dim=1)
+                self._save(trainer, "interpolations", rows.flatten(0, 1), levels, self.steps + 2, tag)
 
-        if z.shape[1] == 2 and self.grid > 1:
-            mean, scale = pl_module.code_prior()
-            u = torch.linspace(0.05, 0.95, self.grid, device=z.device)
-            normal = torch.distributions.Normal(0.0, 1.0).icdf(u)
-            # rows run from high to low second coordinate, so the picture reads like a plot
-            eps = torch.stack(torch.meshgrid(normal.flip(0), normal, indexing="ij")[::-1], dim=-1).view(-1, 2)
-            self._save(trainer, "manifold", pl_module.decode(mean + eps @ scale.T), levels, self.grid, tag)
-        pl_module.train(was_training)
+            if z.shape[1] == 2 and self.grid > 1:
+                mean, scale = pl_module.code_prior()
+                u = torch.linspace(0.05, 0.95, self.grid, device=z.device)
+                normal = torch.distributions.Normal(0.0, 1.0).icdf(u)
+                # rows run from high to low second coordinate, so the picture reads like a plot
+                eps = torch.stack(torch.meshgrid(normal.flip(0), normal, indexing="ij")[::-1], dim=-1).view(-1, 2)
+                self._save(trainer, "manifold", pl_module.decode(mean + eps @ scale.T), levels, self.grid, tag)
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module) -> None:
         if due(trainer, self.every_n_epochs):

@@ -34,6 +34,7 @@ from sklearn.model_selection import train_test_split
 from torch import Tensor
 
 from genzoo.errors import GenzooError
+from genzoo.nn.modes import evaluating
 
 log = logging.getLogger(__name__)
 
@@ -131,15 +132,13 @@ class LinearProbe(pl.Callback):
             datamodule.setup("test")
         train, test = datamodule.splits["train"], datamodule.splits["test"]
         device, size = pl_module.device, self.batch_size
-        was_training = pl_module.training
-        pl_module.eval()
         random_model = self.random_encoder(pl_module)
-        features = {
-            prefix: tuple(encode_all(encode, split.images, device, size) for split in (train, test))
-            for prefix, encode in (("", pl_module.encode), ("raw_", lambda x: pl_module.scale(x).flatten(1)),
-                                   ("random_", random_model.encode))
-        }
-        pl_module.train(was_training)
+        with evaluating(pl_module):
+            features = {
+                prefix: tuple(encode_all(encode, split.images, device, size) for split in (train, test))
+                for prefix, encode in (("", pl_module.encode), ("raw_", lambda x: pl_module.scale(x).flatten(1)),
+                                       ("random_", random_model.encode))
+            }
         results = probe_accuracies(features, train.labels.to(device), test.labels, pl_module.num_classes,
                                    self.fractions, self.seed, self.C, self.max_iter)
         # Lightning suggests sync_dist=True for every unsynced epoch-level value under DDP; here a sync would wait

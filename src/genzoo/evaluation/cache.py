@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 from pathlib import Path
 
 import torch
@@ -19,6 +18,7 @@ from torch import Tensor
 from torch_fidelity.metric_fid import fid_features_to_statistics
 
 from genzoo.evaluation.features import Extractor, extract, tensor_hash
+from genzoo.files import save_atomically
 
 log = logging.getLogger(__name__)
 
@@ -55,8 +55,5 @@ def reference(extractor: Extractor, cache_dir: str | Path, dataset: str, split: 
             log.warning("Recomputing reference statistics: %s could not be read (%s).", path, e)
     feats = extract(extractor, subset(images, n), levels, batch_size, device, f"features ({dataset} {split})")
     out = {**feats, **statistics(feats["features"])}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".tmp{os.getpid()}")  # two processes never share a temporary file
-    torch.save(out, tmp)
-    tmp.replace(path)
+    save_atomically(out, path)
     return out

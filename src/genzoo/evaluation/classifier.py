@@ -21,7 +21,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 from pathlib import Path
 
 import torch
@@ -29,6 +28,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 from torch_fidelity import FeatureExtractorBase
+
+from genzoo.files import save_atomically
 
 log = logging.getLogger(__name__)
 
@@ -113,10 +114,7 @@ def train_classifier(train: tuple[Tensor, Tensor], test: tuple[Tensor, Tensor], 
         state = _fit(images, labels, test, arch, cfg, torch.device(device))
     finally:
         torch.set_num_threads(threads)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".tmp{os.getpid()}")
-    torch.save(state, tmp)
-    tmp.replace(path)  # atomic: a crash never leaves half a classifier for the next run to load
+    save_atomically(state, path)  # a crash never leaves half a classifier for the next run to load
     log.info("Domain classifier test accuracy: %.4f", state["test_accuracy"])
     return state
 

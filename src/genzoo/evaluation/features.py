@@ -24,6 +24,7 @@ from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY
 from tqdm.auto import tqdm
 
 from genzoo.evaluation import classifier, inception
+from genzoo.nn.modes import evaluating
 
 
 def register_extractors() -> None:
@@ -141,16 +142,13 @@ def sample_chunks(model, n: int, batch_size: int, seed: int, rank: int = 0, worl
     chunks = [(k, min(batch_size, n - k * batch_size)) for k in range(-(-n // batch_size))][rank::world]
     devices = [model.device] if model.device.type == "cuda" else []
     images, index = [], []
-    was_training = model.training
-    model.eval()
-    with progress(sum(size for _, size in chunks), "sampling", show) as bar:
+    with evaluating(model), progress(sum(size for _, size in chunks), "sampling", show) as bar:
         for k, size in chunks:
             with torch.random.fork_rng(devices=devices):  # the caller's RNG stream stays where it was
                 torch.manual_seed(chunk_seed(seed, k))
                 images.append(model.sample(size).cpu())
             index.append(torch.full((size,), k, dtype=torch.long))
             bar.update(size)
-    model.train(was_training)
     if not images:  # more ranks than chunks
         return torch.zeros(0, *model.shape, dtype=torch.long), torch.zeros(0, dtype=torch.long)
     return torch.cat(images), torch.cat(index)

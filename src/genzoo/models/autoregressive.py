@@ -15,6 +15,7 @@ from torch import Tensor
 
 from genzoo.errors import GenzooError
 from genzoo.models.base import GenerativeModel
+from genzoo.nn.modes import evaluating
 
 
 def require_odd_kernels(**sizes: int) -> None:
@@ -57,15 +58,11 @@ class AutoregressiveModel(GenerativeModel):
         """
         if self.conditional and y is None:
             y = torch.randint(self.num_classes, (n,), device=self.device)
-        was_training = self.training
-        self.eval()
-        try:
+        with evaluating(self):
             if fast and hasattr(self.net, "generate"):
                 x = self.net.generate(n, self.class_labels(y), Draws, self.scale, self.shape)
             else:
                 x = self.sample_naive(n, y)
-        finally:
-            self.train(was_training)
         if bool((x >= self.levels).any()):  # one look at the host, after the whole loop
             raise GenzooError("The network gave NaN or infinite logits while sampling, so the samples are "
                               "meaningless: check the checkpoint's weights (a run that diverged) before sampling.")
