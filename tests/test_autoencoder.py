@@ -52,22 +52,41 @@ def test_mlp_autoencoder_takes_any_shape():
     assert model.loss(x, None).ndim == 0 and model.sample(2).shape == (2, 2, 3, 5)
 
 
-def test_sampler_draws_codes_from_a_gaussian_fitted_to_the_training_codes():
+def test_sampler_draws_codes_from_a_gaussian_fitted_to_the_training_codes_of_the_current_weights():
     torch.manual_seed(0)
     model = Autoencoder(shape=(1, 8, 8), levels=17, arch="mlp", z_dim=3, hidden=16)
-    assert torch.equal(model.code_cov, torch.eye(3))  # N(0, I) before any training step
-    x = torch.randint(17, (200, 1, 8, 8))
-    model.train()
-    model.loss(x[:100], None)
-    model.loss(x[100:], None)
-    z = model.encode(x).detach().double()
+    assert torch.equal(model.code_cov, torch.eye(3))  # N(0, I) before it is fitted
+    x = torch.randint(17, (200, 1, 8, 8), dtype=torch.uint8)
+    trainer = SimpleNamespace(state=SimpleNamespace(fn="fit"), global_step=0,
+                              datamodule=SimpleNamespace(splits={"train": SimpleNamespace(images=x)}))
+    model._trainer = trainer
+
+    def codes():
+        with torch.no_grad():
+            return model.encode(x).double()
+
+    model.on_train_epoch_end()
+    z = codes()
     assert torch.allclose(model.code_mean.double(), z.mean(0), atol=1e-5)
     assert torch.allclose(model.code_cov.double(), torch.cov(z.T, correction=0), atol=1e-5)
-    model.on_train_epoch_start()  # a new epoch refits from its own codes, keeping the last fit meanwhile
-    model.loss(x[:2], None)
-    assert torch.allclose(model.code_mean.double(), z.mean(0), atol=1e-5)
+
+    with torch.no_grad():  # a training step changes the weights
+        for p in model.encoder.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+    model.sample(2)
+    assert torch.allclose(model.code_mean.double(), z.mean(0), atol=1e-5), "refitted without a new step"
+    trainer.global_step = 1
     samples = model.sample(50)
+    z = codes()
+    assert torch.allclose(model.code_mean.double(), z.mean(0), atol=1e-5), "not refitted after a step"
     assert samples.shape == (50, 1, 8, 8) and 0 <= samples.min() and samples.max() <= 16
+
+    trainer.state.fn, trainer.global_step = "test", 2  # outside a fit the Gaussian is the saved one
+    with torch.no_grad():
+        for p in model.encoder.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+    model.sample(2)
+    assert torch.allclose(model.code_mean.double(), z.mean(0), atol=1e-5)
 
 
 # ---- training and the probe --------------------------------------------------------------------------------------

@@ -299,7 +299,7 @@ def test_genzoo_train_model_dcgan_smoke_writes_last_checkpoint_and_samples(cli, 
     (png,) = (run_dir / "samples").glob("*.png")
     with Image.open(png) as image:
         image.verify()
-    header = (run_dir / "csv" / "metrics.csv").read_text().splitlines()[0].split(",")
+    header = (run_dir / "csv" / "version_0" / "metrics.csv").read_text().splitlines()[0].split(",")
     for key in ("loss_d", "loss_g", "d_real", "d_fake", "grad_norm_d", "grad_norm_g"):
         assert f"train/{key}_step" in header and f"train/{key}_epoch" in header, key
 

@@ -16,9 +16,10 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from genzoo.checkpointing import AtomicCheckpointIO, RngState
-from genzoo.data.sampler import ResumableSampler
 from genzoo.errors import GenzooError
+from genzoo.resume.callbacks import ONE_CYCLE_LENGTH_KEYS, RngState
+from genzoo.resume.sampler import ResumableSampler
+from genzoo.run.checkpoints import AtomicCheckpointIO, find_checkpoint
 
 # A small PixelCNN with dropout (so the restored RNG matters), checkpoints every 7 steps: 1437 digits in batches of
 # 32 make 45 steps an epoch, so the step checkpoints of epoch 1 (49, 56, …, 84) all lie inside it.
@@ -126,7 +127,7 @@ def test_checkpoint_write_is_atomic_and_a_failed_write_keeps_the_last_good_file(
     def full(fd):
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr("genzoo.checkpointing.os.fsync", full)
+    monkeypatch.setattr("genzoo.files.os.fsync", full)
     with pytest.raises(GenzooError, match=r"disk holding .*checkpoints is full.*last good checkpoint .*intact"):
         io.save_checkpoint({"step": 3, "w": torch.zeros(3)}, path)
     assert torch.load(path, weights_only=True)["step"] == 1
@@ -134,8 +135,6 @@ def test_checkpoint_write_is_atomic_and_a_failed_write_keeps_the_last_good_file(
 
 
 def test_resume_picks_the_newer_of_the_epoch_and_step_checkpoints(tmp_path):
-    from genzoo.runs import find_checkpoint
-
     ckpts = tmp_path.resolve() / "run" / "checkpoints"
     ckpts.mkdir(parents=True)
     (tmp_path / "run" / "config.yaml").write_text("{}\n")
@@ -160,17 +159,32 @@ def test_resume_from_a_truncated_checkpoint_stops_with_one_sentence(cli, tmp_pat
     assert not list((tmp_path / "work").glob("outputs/runs/*/checkpoints/*")), "no new checkpoint was written"
 
 
+# Every model of the zoo, through its digits experiment: none of them has resume code of its own, so this is what
+# shows that the shared machinery covers model state outside the weights too (the GAN's noise, dropout masks, the
+# autoencoder's sampling Gaussian, EMA and batch-norm statistics).
+EXPERIMENTS = sorted(p.stem for p in (Path(__file__).parents[1] / "experiments").glob("digits_*.yaml"))
+
+
+def test_the_resume_test_covers_every_model_config():
+    models = {entry["override /model"] for e in EXPERIMENTS
+              for entry in OmegaConf.load(Path(__file__).parents[1] / "experiments" / f"{e}.yaml").defaults
+              if "override /model" in entry}
+    shipped = {p.stem for p in (Path(__file__).parents[1] / "conf" / "model").glob("*.yaml")}
+    assert models == shipped, f"models without a digits experiment to resume: {shipped - models}"
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("experiment", ["digits_vae", "digits_autoencoder", "digits_dcgan"])
+@pytest.mark.parametrize("experiment", EXPERIMENTS)
 def test_every_model_resumed_from_a_mid_epoch_checkpoint_ends_with_the_same_weights(cli, tmp_path, experiment):
-    """Model state outside the weights counts too: the GAN's noise stream, the autoencoder's code statistics."""
+    # 6 batches an epoch (12 optimiser steps for the GAN), a step checkpoint every 2 optimiser steps
     run = [f"experiment={experiment}", "logger=csv", "test=false", "trainer.max_epochs=2", "callbacks.fidelity=null",
-           "callbacks.progress_bar=null", "callbacks.step_checkpoint.every_n_train_steps=10",
+           "callbacks.progress_bar=null", "+trainer.limit_train_batches=6", "+trainer.limit_val_batches=1",
+           "trainer.enable_model_summary=false", "callbacks.step_checkpoint.every_n_train_steps=2",
            "callbacks.step_checkpoint.save_top_k=-1"]
     whole = cli.train(*run, f"hydra.run.dir={tmp_path / 'whole'}", workdir=tmp_path)
     assert whole.returncode == 0, whole.tail()
     steps = sorted((tmp_path / "whole" / "checkpoints").glob("step*.ckpt"))
-    middle = steps[len(steps) // 2]  # inside the second epoch for all three (23 batches an epoch)
+    middle = steps[len(steps) // 2 + 1]  # inside the second epoch, not at its start
     assert torch.load(middle, weights_only=True)["loops"]["fit_loop"]["epoch_progress"]["current"]["completed"] == 1
 
     shutil.copytree(tmp_path / "whole", tmp_path / "resumed")
@@ -179,9 +193,15 @@ def test_every_model_resumed_from_a_mid_epoch_checkpoint_ends_with_the_same_weig
             c.unlink()
     resumed = cli.train(f"resume={tmp_path / 'resumed'}", workdir=tmp_path)
     assert resumed.returncode == 0, resumed.tail()
-    (_, w_whole), (_, w_resumed) = final_state(tmp_path / "whole"), final_state(tmp_path / "resumed")
+    batches = torch.load(middle, weights_only=True)["loops"]["fit_loop"]["epoch_loop.batch_progress"]["current"]
+    assert 0 < batches["completed"] < 6, f"{middle.name} lies at an epoch boundary"
+    (m_whole, w_whole), (m_resumed, w_resumed) = final_state(tmp_path / "whole"), final_state(tmp_path / "resumed")
+    assert w_whole.keys() == w_resumed.keys()
     for name, w in w_whole.items():  # parameters and buffers (EMA generator, batch-norm and code statistics)
         torch.testing.assert_close(w_resumed[name], w, rtol=1e-6, atol=1e-7, msg=name)
+    monitor = OmegaConf.load(tmp_path / "whole" / "config.yaml").model.monitor
+    if monitor is not None:
+        assert m_resumed[monitor] == pytest.approx(m_whole[monitor], rel=1e-6)
 
 
 # ---- resume= in the run's own folder: the CSV history, times, step checkpoints, a finished run -------------------
@@ -239,19 +259,20 @@ def interrupted(cli, tmp_path_factory):
     return {"tmp": tmp, "whole": tmp / "whole", "run_dir": run_dir, "resumed": resumed, "timed": timed}
 
 
-def test_resumed_csv_log_keeps_the_history_with_one_value_per_metric_and_step(interrupted):
-    whole, resumed = interrupted["whole"] / "csv" / "metrics.csv", interrupted["run_dir"] / "csv" / "metrics.csv"
+def test_resumed_csv_log_keeps_the_first_process_history_and_logs_the_rest_beside_it(interrupted):
+    first = interrupted["run_dir"] / "csv" / "version_0" / "metrics.csv"
+    second = interrupted["run_dir"] / "csv" / "version_1" / "metrics.csv"
     assert "Previous log files" not in interrupted["resumed"].output
-    expected, cells = csv_cells(whole), csv_cells(resumed)
-    assert min(step for step, _ in cells) == 0, "the rows from before the resume were deleted"
-    twice = {cell: values for cell, values in cells.items() if len(values) > 1}
-    assert not twice, f"logged twice: {twice}"
-    assert set(cells) == set(expected)
-    for (step, key), [value] in expected.items():
+    assert csv_cells(first) == csv_cells(interrupted["whole"] / "csv" / "version_0" / "metrics.csv"), \
+        "the interrupted process's rows were changed"
+    expected, cells = csv_cells(interrupted["whole"] / "csv" / "version_0" / "metrics.csv"), csv_cells(second)
+    assert min(step for step, _ in cells) == 3, "the resumed process logs from the step it continues at"
+    for (step, key), values in cells.items():
+        assert len(values) == 1, f"logged twice: {(step, key)}"
         if (step, key) == (3, "train/loss_epoch"):
             continue  # Lightning's epoch mean after a mid-epoch resume averages only the batches after it
-        # the rows after the checkpoint were logged again by the resumed process, with the same values
-        assert cells[step, key] == [pytest.approx(value, rel=1e-5)], (step, key)
+        assert values == [pytest.approx(expected[step, key][0], rel=1e-5)], (step, key)
+    assert set(cells) == {cell for cell in expected if cell[0] >= 3}
 
 
 def test_resumed_times_add_to_the_time_the_checkpoint_carries(interrupted):
@@ -262,6 +283,31 @@ def test_resumed_times_add_to_the_time_the_checkpoint_carries(interrupted):
     assert all(ELAPSED < line["time_s"] < ELAPSED + 600 for line in lines[1:]), lines
     metrics = json.loads((interrupted["run_dir"] / "metrics.json").read_text())
     assert ELAPSED < metrics["fit_time_s"] < ELAPSED + 600
+
+
+def test_testing_the_best_checkpoint_does_not_count_its_time_a_second_time(tmp_path):
+    from types import SimpleNamespace
+
+    from genzoo.callbacks import MetricsFile
+
+    clock = MetricsFile(str(tmp_path))
+    clock.start -= 5.0  # this process has run for 5 s
+    clock.load_state_dict({"elapsed_s": 1000.0})  # Lightning restores the best checkpoint's state to test it
+    assert 5.0 <= clock.elapsed() < 60.0, "a test pass took over the checkpoint's time"
+    clock.load_state_dict({"elapsed_s": 1000.0})  # a fit that resumes from it goes on with it
+    clock.on_fit_start(SimpleNamespace(ckpt_path="last.ckpt"), None)
+    assert 1005.0 <= clock.elapsed() < 1060.0
+
+
+def test_one_cycle_schedule_keeps_its_length_in_the_keys_a_resume_drops():
+    """torch has no public way to lengthen a OneCycleLR; a resume drops these keys of its state (ScheduleLength).
+    When torch renames them, this fails before any resumed run steps past the end of its schedule."""
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
+    state = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=0.1, total_steps=10).state_dict()
+    assert set(ONE_CYCLE_LENGTH_KEYS) <= set(state), f"torch {torch.__version__} keeps OneCycleLR's length elsewhere"
+    longer = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=0.1, total_steps=100)
+    longer.load_state_dict({k: v for k, v in state.items() if k not in ONE_CYCLE_LENGTH_KEYS})
+    assert longer.total_steps == 100
 
 
 def test_resumed_run_keeps_only_the_newest_step_checkpoint(interrupted):

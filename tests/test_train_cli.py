@@ -308,7 +308,7 @@ def test_csv_logger_writes_metrics_csv_in_the_run_folder(cli, tmp_path):
     assert run.returncode == 0, run.tail()
     run_dir = run.run_dir()
     assert not (run_dir / "wandb").exists()
-    header, *rows = (run_dir / "csv" / "metrics.csv").read_text().splitlines()
+    header, *rows = (run_dir / "csv" / "version_0" / "metrics.csv").read_text().splitlines()
     columns = header.split(",")
     assert "val/bpd" in columns and "test/bpd" in columns
     val = [row.split(",")[columns.index("val/bpd")] for row in rows]

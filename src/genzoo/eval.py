@@ -13,66 +13,18 @@ this evaluation's folder (``outputs/evals/…``) and, copied, in the evaluated r
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import hydra
-from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-from genzoo.callbacks.metrics_file import scalar_metrics
 from genzoo.config import build
-from genzoo.errors import GenzooError
 from genzoo.evaluation import inception
-from genzoo.loggers import finish_wandb
-from genzoo.runs import find_checkpoint, open_run, read_checkpoint, start_process
-
-
-def require_ckpt(cfg: DictConfig, script: str) -> None:
-    """``ckpt`` is ``???`` in the YAML: read unset, OmegaConf would stop with a traceback naming no example."""
-    if OmegaConf.is_missing(cfg, "ckpt"):
-        raise GenzooError(f"{script} needs ckpt=, the run to read: give a run folder or a .ckpt file, e.g. "
-                          "ckpt=outputs/runs/<run>.")
-
-
-def refuse_run_overrides(cfg: DictConfig, script: str) -> None:
-    """Model and data are rebuilt from the run's own config.yaml (the weights fit no other model, and the scores
-    are the run's), so a ``model`` or ``data`` node on the command line would be ignored, or fail to resolve."""
-    touched = [key for key in ("model", "data") if key in cfg]
-    if not touched:
-        return
-    override = touched[0]
-    if HydraConfig.initialized():  # name the override as the user typed it
-        for arg in HydraConfig.get().overrides.task:
-            key = arg.split("=", 1)[0].lstrip("+~")
-            if key.split("@", 1)[0].split(".", 1)[0] in touched:
-                override = arg
-                break
-    raise GenzooError(f"{script} takes the model and data from the run's config.yaml, so '{override}' cannot "
-                      "change them (another model, or other data, for a trained run is not supported): remove the "
-                      "override, or train a run with the model and data you want.")
-
-
-def find_run_checkpoint(path: str) -> tuple[Path, Path]:
-    """(checkpoint, the run folder holding its config.yaml) for ``ckpt=`` a run folder or a .ckpt file."""
-    ckpt, run_dir = find_checkpoint(path, arg="ckpt", best=True)
-    if run_dir is None and (ckpt.parent / "config.yaml").is_file():  # a checkpoint kept beside its config
-        run_dir = ckpt.parent
-    if run_dir is None:
-        raise GenzooError(f"ckpt={path} has no config.yaml of its run beside checkpoints/: give a checkpoint inside "
-                          "a genzoo run folder (run_dir/checkpoints/NAME.ckpt).")
-    return ckpt, run_dir
-
-
-def load_model(ckpt: Path, saved: DictConfig):
-    """The model of the saved config with the checkpoint's weights; one sentence when either is wrong."""
-    state = read_checkpoint(ckpt)["state_dict"]
-    model = build(saved.model, "model")
-    try:
-        model.load_state_dict(state)
-    except RuntimeError as e:
-        raise GenzooError(f"The weights in {ckpt} do not fit the model its config.yaml describes "
-                          f"({str(e).splitlines()[0][:120]}): give the checkpoint of that run.") from None
-    return model
+from genzoo.files import write_atomically
+from genzoo.run.checkpoints import find_run_checkpoint, load_model
+from genzoo.run.folder import open_run, scalar_metrics
+from genzoo.run.loggers import finish_wandb
+from genzoo.run.process import start_process
+from genzoo.run.scripts import refuse_run_overrides, require_ckpt
 
 
 def evaluate(cfg: DictConfig) -> dict:
@@ -103,8 +55,7 @@ def evaluate(cfg: DictConfig) -> dict:
     if trainer.is_global_zero:
         text = json.dumps(record, indent=2, sort_keys=True) + "\n"
         for folder in (run_dir, evaluated / "evals" / run_dir.name):
-            folder.mkdir(parents=True, exist_ok=True)
-            (folder / "metrics.json").write_text(text)
+            write_atomically(folder / "metrics.json", text)
     return record
 
 

@@ -291,7 +291,7 @@ def main(argv: list[str] | None = None) -> int:
     if report["failed"]:
         print(f"{len(report['failed'])} failed jobs are listed in the report.", file=sys.stderr)
 
-    from genzoo.loggers import wandb_credentials, wandb_mode
+    from genzoo.run.loggers import wandb_credentials, wandb_mode
 
     if args.wandb or (args.wandb is None and wandb_credentials()):
         log_to_wandb(report, out, root, wandb_mode("auto"))

@@ -22,9 +22,10 @@ from torchvision.utils import save_image
 
 from genzoo.callbacks.sample_grid import image_grid
 from genzoo.errors import GenzooError
-from genzoo.eval import find_run_checkpoint, load_model, refuse_run_overrides, require_ckpt
 from genzoo.evaluation.features import sample_chunks
-from genzoo.runs import write_run_files
+from genzoo.run.checkpoints import find_run_checkpoint, load_model
+from genzoo.run.folder import write_run_files
+from genzoo.run.scripts import refuse_run_overrides, require_ckpt
 
 log = logging.getLogger(__name__)
 

@@ -35,11 +35,18 @@ from hydra.errors import CompactHydraException
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
-from genzoo.runs import write_atomically
+from genzoo.files import write_atomically
 
 log = logging.getLogger(__name__)
 
+# Hydra's default sweeper, as its config names it (an internal module path; pinned by a test).
 BASIC_SWEEPER = "hydra._internal.core_plugins.basic_sweeper.BasicSweeper"
+
+
+def job_error(job_return: JobReturn) -> BaseException:
+    """The exception a failed job raised. Hydra's public ``return_value`` prints its own message and re-raises it,
+    so the value is read from the attribute it keeps it in (``_return_value`` since Hydra 1.1; pinned by a test)."""
+    return job_return._return_value
 
 
 def one_sentence(error: BaseException) -> str:
@@ -93,7 +100,7 @@ class SweepRecord(Callback):
             "run_dir": str(OmegaConf.select(config, "hydra.runtime.output_dir", default="")),
         }
         if job_return.status == JobStatus.FAILED:
-            error = job_return._return_value  # the public getter would print Hydra's own message and re-raise
+            error = job_error(job_return)
             job.update(status="failed", value=None, error=one_sentence(error))
             if isinstance(error, CompactHydraException):
                 log.error("Job #%d (%s) failed: %s", job["num"], job["override_dirname"], job["error"])
@@ -105,14 +112,14 @@ class SweepRecord(Callback):
                 # is recorded here, so let it go on with the remaining jobs.
                 job_return.status = JobStatus.COMPLETED
                 job_return.return_value = None
-        elif job_return._return_value is None and self.sweeper != BASIC_SWEEPER:
+        elif job_return.return_value is None and self.sweeper != BASIC_SWEEPER:
             # A search has nothing to optimise (Optuna tells the study the trial failed): say why.
             job.update(status="failed", value=None,
                        error="the job returned no metric to optimise: the model names no monitor, so set "
                              "model.monitor to a metric the run logs at validation (e.g. val/bpd).")
             log.error("Job #%d (%s) failed: %s", job["num"], job["override_dirname"], job["error"])
         else:
-            job.update(status="completed", value=plain(job_return._return_value), error=None)
+            job.update(status="completed", value=plain(job_return.return_value), error=None)
         self.jobs.append(job)
         self.write()
         all_failed = len(self.failed()) == len(self.jobs)

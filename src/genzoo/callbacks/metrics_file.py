@@ -8,25 +8,22 @@ process spent after its last checkpoint is not counted: that work is done again,
 from __future__ import annotations
 
 import json
-import math
 import time
 from pathlib import Path
 
 import pytorch_lightning as pl
 from pytorch_lightning.utilities import rank_zero_only
 
-from genzoo.runs import write_atomically
+from genzoo.files import write_atomically
+from genzoo.run.folder import scalar_metrics
 
 
-def scalar_metrics(metrics: dict) -> dict[str, float]:
-    out = {}
-    for key, value in metrics.items():
-        try:
-            v = float(value)
-        except (TypeError, ValueError):
-            continue
-        out[key] = v if math.isfinite(v) else str(v)
-    return out
+def _epoch(line: str) -> int | None:
+    """The epoch of a metrics.jsonl line; None for a line a kill cut in half."""
+    try:
+        return int(json.loads(line)["epoch"])
+    except (ValueError, KeyError, TypeError):
+        return None
 
 
 class MetricsFile(pl.Callback):
@@ -34,6 +31,7 @@ class MetricsFile(pl.Callback):
         self.dirpath = Path(dirpath)
         self.start = time.time()
         self.before = 0.0  # seconds the run had taken up to the checkpoint this process resumed from
+        self.restored: float | None = None  # the elapsed time of the checkpoint last restored
         self.final: dict = {}
 
     def elapsed(self) -> float:
@@ -43,10 +41,16 @@ class MetricsFile(pl.Callback):
         return {"elapsed_s": self.elapsed()}
 
     def load_state_dict(self, state_dict: dict) -> None:
-        self.before = float(state_dict.get("elapsed_s", 0.0))
+        # Lightning restores callback states whenever it loads a checkpoint, also to test the best one after
+        # fitting: only a fit that resumes takes the time over, or the best checkpoint's time would count twice.
+        self.restored = float(state_dict.get("elapsed_s", 0.0))
+
+    def on_fit_start(self, trainer: pl.Trainer, pl_module) -> None:
+        if trainer.ckpt_path is not None and self.restored is not None:
+            self.before = self.restored
+        self.restored = None
 
     def _write_final(self) -> None:
-        self.dirpath.mkdir(parents=True, exist_ok=True)
         write_atomically(self.dirpath / "metrics.json", json.dumps(self.final, indent=2, sort_keys=True) + "\n")
 
     @rank_zero_only
@@ -57,7 +61,7 @@ class MetricsFile(pl.Callback):
         if trainer.ckpt_path is None or not path.is_file():
             return
         lines = path.read_text().splitlines(keepends=True)
-        kept = [line for line in lines if line.strip() and json.loads(line)["epoch"] < trainer.current_epoch]
+        kept = [line for line in lines if _epoch(line) is not None and _epoch(line) < trainer.current_epoch]
         if len(kept) != len(lines):
             write_atomically(path, "".join(kept))
 

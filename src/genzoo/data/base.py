@@ -6,7 +6,6 @@ A batch is ``(x, y)``: ``x`` a uint8 tensor ``(B, C, H, W)`` with values in ``0 
 
 from __future__ import annotations
 
-import os
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 
@@ -14,8 +13,8 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from genzoo.data.sampler import ResumableLoader, ResumableSampler
 from genzoo.errors import GenzooError
+from genzoo.resume.sampler import ResumableLoader, ResumableSampler
 
 
 class ArrayDataset(Dataset):
@@ -68,6 +67,7 @@ class ImageDataModule(pl.LightningDataModule, ABC):
         eval_batch_size: int | None = None,
         num_workers: int = 0,
         split_seed: int = 0,
+        seed: int = 0,
     ):
         super().__init__()
         self.shape = tuple(int(s) for s in shape)
@@ -77,6 +77,7 @@ class ImageDataModule(pl.LightningDataModule, ABC):
         self.eval_batch_size = int(eval_batch_size or batch_size)
         self.num_workers = int(num_workers)
         self.split_seed = int(split_seed)
+        self.seed = int(seed)  # the run's seed (the YAML's ${seed}): the training order of each epoch
         self._check_facts()
         self.splits: dict[str, ArrayDataset] = {}
 
@@ -134,14 +135,11 @@ class ImageDataModule(pl.LightningDataModule, ABC):
         trainer = self.trainer
         sampler = ResumableSampler(
             len(self.splits["train"]),
-            seed=int(os.environ.get("PL_GLOBAL_SEED", 0)),  # the run's `seed`, set by seed_everything
+            seed=self.seed,
             epoch=(lambda: trainer.current_epoch) if trainer is not None else None,
             num_replicas=trainer.world_size if trainer is not None else 1,
             rank=trainer.global_rank if trainer is not None else 0,
         )
-
-        def progress() -> tuple[int, int]:  # (epoch, batches trained in it) when a checkpoint is written
-            return trainer.current_epoch, trainer.fit_loop.epoch_loop.batch_progress.current.processed
 
         return ResumableLoader(
             self.splits["train"],
@@ -154,7 +152,6 @@ class ImageDataModule(pl.LightningDataModule, ABC):
             # the loader's base seed for workers comes from its own generator, not from the global one that
             # dropout uses, so making an iterator on resume does not shift the global stream
             generator=torch.Generator().manual_seed(sampler.seed),
-            progress=progress,
         )
 
     def val_dataloader(self) -> DataLoader:

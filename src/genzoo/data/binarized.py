@@ -84,11 +84,11 @@ class BinarizedMNISTDataModule(MNISTDataModule):
     NAME, TITLE = "binarized_mnist", "binarized MNIST"
     SHAPE, LEVELS, NUM_CLASSES = (1, 28, 28), 2, None  # larochelle has no labels, the others have MNIST's ten
 
-    def __init__(self, *args, binarization: str = "dynamic", seed: int = 0, **kwargs):
+    def __init__(self, *args, binarization: str = "dynamic", **kwargs):
         if binarization not in CONVENTIONS:
             raise GenzooError(f"data.binarization={binarization} is not one of {', '.join(CONVENTIONS)}: choose one "
                               "(larochelle is the fixed binarisation most papers report on).")
-        self.binarization, self.seed = binarization, int(seed)
+        self.binarization = binarization
         self.epoch = 0  # used when no trainer drives the epochs
         super().__init__(*args, **kwargs)
 

@@ -45,6 +45,12 @@ class _CheckedIdx(Downloads):
 
     def __init__(self, root, train: bool = True, download: bool = False, verify_checksums: bool = True):
         self.verify_checksums = verify_checksums
+        if verify_checksums:  # before torchvision reads them; a fresh download is checked by its .gz md5 instead
+            prefix = "train" if train else "t10k"
+            for name in (f"{prefix}-images-idx3-ubyte", f"{prefix}-labels-idx1-ubyte"):
+                path = Path(root) / self.FOLDER / "raw" / name
+                if path.is_file():
+                    check_idx(path, self.TITLE)
         super().__init__(root, train=train, download=download)
 
     @property
@@ -55,13 +61,6 @@ class _CheckedIdx(Downloads):
     @property
     def processed_folder(self) -> str:
         return os.path.join(self.root, self.FOLDER, "processed")
-
-    def _load_data(self):
-        if self.verify_checksums:
-            prefix = "train" if self.train else "t10k"
-            for name in (f"{prefix}-images-idx3-ubyte", f"{prefix}-labels-idx1-ubyte"):
-                check_idx(Path(self.raw_folder) / name, self.TITLE)
-        return super()._load_data()
 
 
 class MNISTFiles(_CheckedIdx, MNIST):

@@ -7,7 +7,7 @@ with ``x`` scaled to [-1, 1], so that the encoder ``f`` can be reused as feature
 the VAE; ``model.arch=conv`` (the default) takes 8×8, 28×28, 32×32 and 64×64 images, ``model.arch=mlp`` any shape.
 
 It has no likelihood (``likelihood = None``) and, being no density model, no sampler of its own: ``sample``
-decodes codes drawn from a full-covariance Gaussian fitted to the codes of the latest training epoch (see
+decodes codes drawn from a full-covariance Gaussian fitted to the codes of the training images (see
 ``sample``). Left out: denoising, sparsity or contractive penalties; the code is deterministic and unregularised.
 """
 
@@ -18,6 +18,10 @@ from torch import Tensor
 
 from genzoo.models.base import GenerativeModel
 from genzoo.nn.autoencoder import encoder_decoder
+from genzoo.nn.modes import evaluating
+
+# Training images whose codes the sampling Gaussian is fitted to: plenty for its mean and covariance.
+PRIOR_IMAGES = 10_000
 
 
 class Autoencoder(GenerativeModel):
@@ -41,11 +45,10 @@ class Autoencoder(GenerativeModel):
         self.encoder, self.decoder = encoder_decoder(
             arch, self.shape, self.z_dim, self.z_dim, self.shape[0], channels, hidden, depth
         )
-        # The Gaussian that `sample` draws codes from; N(0, I) until a training epoch has seen enough codes.
+        # The Gaussian that `sample` draws codes from; N(0, I) until it is fitted to the training codes.
         self.register_buffer("code_mean", torch.zeros(self.z_dim))
         self.register_buffer("code_cov", torch.eye(self.z_dim))
-        self._code_sums: tuple[int, Tensor, Tensor] | None = None  # (n, Σz, Σzzᵀ) of this epoch, float64
-        self._resumed_mid_epoch = False
+        self._fitted_at: int | None = None  # the training step of the weights the Gaussian was fitted with
 
     # ---- the code ------------------------------------------------------------------------------------------
     def encode(self, x: Tensor) -> Tensor:
@@ -58,6 +61,7 @@ class Autoencoder(GenerativeModel):
 
     def code_prior(self) -> tuple[Tensor, Tensor]:
         """Mean (z_dim,) and lower Cholesky factor (z_dim, z_dim) of the Gaussian fitted to the training codes."""
+        self.fit_code_prior()
         # A small jitter relative to the codes' scale: collapsed code directions would make Σ singular.
         jitter = 1e-5 * self.code_cov.diagonal().mean().clamp_min(1e-8)
         eye = torch.eye(self.z_dim, device=self.code_cov.device)
@@ -68,8 +72,8 @@ class Autoencoder(GenerativeModel):
 
     @torch.no_grad()
     def sample(self, n: int, y: Tensor | None = None) -> Tensor:
-        """Decode ``z ~ N(μ, Σ)`` with μ, Σ the mean and covariance of the codes of the latest training epoch
-        (as the batches went by; under DDP each rank fits the codes it saw), rounded to the nearest level.
+        """Decode ``z ~ N(μ, Σ)`` with μ, Σ the mean and covariance of the codes of (up to ``PRIOR_IMAGES``)
+        training images under the current weights, rounded to the nearest level.
 
         A plain autoencoder puts no distribution on its codes, so this Gaussian is the simplest stand-in; where
         the codes are far from Gaussian, decoded draws land off the data and look it.
@@ -78,49 +82,38 @@ class Autoencoder(GenerativeModel):
         z = mean + torch.randn(n, self.z_dim, device=mean.device) @ scale.T  # (n, z_dim)
         return self.decode(z).round().long()
 
-    def _record_codes(self, z: Tensor) -> None:
-        z = z.detach().double()
-        if self._code_sums is None:
-            self._code_sums = (0, z.new_zeros(self.z_dim), z.new_zeros(self.z_dim, self.z_dim))
-        n, s1, s2 = self._code_sums
-        n, s1, s2 = n + len(z), s1.to(z.device) + z.sum(0), s2.to(z.device) + z.T @ z  # (sums of a checkpoint: CPU)
-        self._code_sums = (n, s1, s2)
-        if n > self.z_dim:  # enough codes for a full-rank covariance
-            mean = s1 / n
-            self.code_mean.copy_(mean)
-            self.code_cov.copy_(s2 / n - torch.outer(mean, mean))
+    def fit_code_prior(self) -> None:
+        """While fitting, refit the Gaussian to the training codes whenever the weights have changed since.
 
-    def on_train_epoch_start(self) -> None:
-        if not self._resumed_mid_epoch:  # after a mid-epoch resume, go on summing the codes of that epoch
-            self._code_sums = None
-
-    def on_train_batch_end(self, outputs, batch, batch_idx) -> None:
-        self._resumed_mid_epoch = False  # (Lightning does not always call on_train_epoch_start on such a resume)
-
-    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        A pass of its own (evaluation mode, a fixed set of images) rather than sums gathered as the batches go
+        by: it sees the codes of the weights it samples with, and a checkpoint holds it whole (the buffers), so a
+        run resumed mid-epoch needs nothing more. Outside a fit (testing, a loaded checkpoint) the buffers are
+        used as saved; under DDP every rank fits the same images, so they agree without a collective."""
         trainer = self._trainer
-        mid_epoch = trainer is not None and (trainer.fit_loop.epoch_loop.batch_progress.current.processed
-                                             < trainer.num_training_batches)
-        if mid_epoch and self._code_sums is not None:  # the epoch's sums so far, for a resumed run to go on with
-            n, s1, s2 = self._code_sums
-            checkpoint["code_sums"] = [torch.tensor(n), s1, s2]
+        if trainer is None or trainer.state.fn != "fit" or self._fitted_at == trainer.global_step:
+            return
+        splits = getattr(trainer.datamodule, "splits", None) or {}
+        if "train" not in splits:
+            return
+        images = splits["train"].images[:PRIOR_IMAGES]
+        with evaluating(self):
+            z = torch.cat([self.encode(chunk.to(self.device)) for chunk in images.split(1024)]).double()
+        if len(z) > self.z_dim:  # enough codes for a full-rank covariance
+            mean = z.mean(0)
+            self.code_mean.copy_(mean)
+            self.code_cov.copy_((z.T @ z) / len(z) - torch.outer(mean, mean))
+        self._fitted_at = trainer.global_step
 
-    def on_load_checkpoint(self, checkpoint: dict) -> None:
-        super().on_load_checkpoint(checkpoint)
-        if "code_sums" in checkpoint:
-            n, s1, s2 = checkpoint["code_sums"]
-            self._code_sums, self._resumed_mid_epoch = (int(n), s1, s2), True
+    def on_train_epoch_end(self) -> None:
+        self.fit_code_prior()  # before the epoch's checkpoint is written, so it holds the Gaussian of its weights
 
     # ---- training and evaluation ---------------------------------------------------------------------------
-    def squared_errors(self, x: Tensor, record: bool = False) -> Tensor:
+    def squared_errors(self, x: Tensor) -> Tensor:
         """(B,) mean over sub-pixels of (g(f(x)) − x)² on the [-1, 1] scale."""
-        z = self.encode(x)
-        if record:
-            self._record_codes(z)
-        return (self.decoder(z) - self.scale(x)).pow(2).flatten(1).mean(1)
+        return (self.decoder(self.encode(x)) - self.scale(x)).pow(2).flatten(1).mean(1)
 
     def loss(self, x: Tensor, y: Tensor) -> Tensor:
-        return self.squared_errors(x, record=self.training).mean()
+        return self.squared_errors(x).mean()
 
     def evaluation_metrics(self, x: Tensor, y: Tensor, stage: str) -> dict[str, Tensor]:
         return {"mse": self.squared_errors(x)}

@@ -16,6 +16,7 @@ import math
 from collections.abc import Sequence
 from typing import Literal
 
+import numpy as np
 import pytorch_lightning as pl
 import torch
 from torch import Tensor
@@ -75,6 +76,15 @@ class GenerativeModel(pl.LightningModule):
         """Integer images to floats in [-1, 1] on the model's device."""
         return x.float() * (2.0 / (self.levels - 1)) - 1.0
 
+    def step_generator(self) -> torch.Generator:
+        """A generator for the draws of this training step alone (a GAN's noise), seeded by (the run's seed, the
+        process's rank, the step): a resumed run draws what an uninterrupted one would without saving a stream,
+        and DDP ranks, seeded alike, draw their own. The run's seed is torch's initial seed, which
+        ``seed_everything`` sets and a checkpoint's saved RNG state restores."""
+        key = [torch.initial_seed() % 2**63, self.global_rank, self.global_step]
+        seed = int(np.random.SeedSequence(key).generate_state(2, np.uint64)[0] % 2**63)
+        return torch.Generator(device=self.device).manual_seed(seed)
+
     def labels_or_none(self, y: Tensor | None) -> Tensor | None:
         """Class labels when the model is conditional, else None (unlabelled data carries -1)."""
         return y if (self.num_classes > 0 and y is not None) else None
@@ -109,14 +119,6 @@ class GenerativeModel(pl.LightningModule):
 
     def test_step(self, batch, batch_idx):
         self._evaluate(batch, "test")
-
-    def on_load_checkpoint(self, checkpoint: dict) -> None:
-        # A resumed run may be longer (`resume=... trainer.max_epochs=N`): keep the one-cycle length this run
-        # computed, or the checkpoint's shorter schedule would step past its end.
-        for state in checkpoint.get("lr_schedulers", []):
-            if "total_steps" in state:
-                state.pop("total_steps")
-                state.pop("_schedule_phases", None)
 
     def configure_optimizers(self):
         opt = torch.optim.AdamW(self.parameters(), lr=self.lr, weight_decay=self.weight_decay)

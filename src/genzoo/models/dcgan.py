@@ -12,20 +12,21 @@ The two-player game, played by alternating gradient steps (Goodfellow et al. 201
   G step on fresh noise (as many fakes as the batch has images, with its labels when conditional). An epoch of
   N batches thus holds N D steps and about N/k G steps; the pattern carries on across epochs (the counts are
   buffers, saved in checkpoints). Budget runs in epochs: Lightning's ``global_step`` counts D and G steps together.
-* Under DDP each rank draws its own noise, and ``setup`` switches on DDP's ``find_unused_parameters``.
+* Noise comes from a generator of the step's own (``step_generator``: the run's seed, the rank, the step), so a
+  resumed run draws what an uninterrupted one would and DDP ranks draw their own. Under DDP the strategy looks for
+  unused parameters (``finds_unused_parameters``): each step leaves one player without gradients.
 * Options: an exponential moving average of G's weights (sampled from, Karras et al. 2018 / Yazıcı et al. 2019),
   one-sided label smoothing of D's real targets (Salimans et al. 2016), instance noise N(0, σ²) on D's inputs
   annealed linearly to 0 over the run (Sønderby et al. 2017), class conditioning (``genzoo.nn.dcgan``).
 
-No likelihood: ``sample`` maps G's tanh output back to the integers 0 … levels-1, so the grids and (later) sample
-metrics treat it as every other model. Left out: no sample-quality metric is logged yet (FID comes with the
-evaluation callbacks), so checkpoints keep the last epoch; real images are fed to D on their discrete grid as is.
+No likelihood: ``sample`` maps G's tanh output back to the integers 0 … levels-1, so the grids and the
+sample-quality metrics treat it as every other model. Left out: checkpoints keep the last epoch (``monitor: null``;
+FID is measured at test, not at every validation); real images are fed to D on their discrete grid as is.
 """
 
 from __future__ import annotations
 
 import torch
-from pytorch_lightning.strategies import DDPStrategy
 from torch import Tensor
 from torch.optim.swa_utils import AveragedModel
 
@@ -33,6 +34,7 @@ from genzoo.errors import GenzooError
 from genzoo.models.base import GenerativeModel
 from genzoo.models.gan_losses import gan_loss
 from genzoo.nn.dcgan import Discriminator, Generator
+from genzoo.nn.modes import evaluating
 
 
 def ema_average(decay: float):
@@ -53,6 +55,7 @@ def ema_average(decay: float):
 
 class DCGAN(GenerativeModel):
     likelihood = None
+    finds_unused_parameters = True  # a D step leaves G without gradients and a G step D
 
     def __init__(
         self,
@@ -107,8 +110,7 @@ class DCGAN(GenerativeModel):
         # Steps taken by each player: G steps on every d_steps-th D step, across epochs and resumes.
         self.register_buffer("d_step_count", torch.zeros((), dtype=torch.long))
         self.register_buffer("g_step_count", torch.zeros((), dtype=torch.long))
-        self.noise_rng: torch.Generator | None = None  # per-rank noise stream, made at the start of training
-        self._saved_noise_rng: dict | None = None  # its state from a checkpoint, until training starts again
+        self.noise_rng: torch.Generator | None = None  # this training step's noise (see step_generator)
 
     # ---- the contract ----------------------------------------------------------------------------------------
     @torch.no_grad()
@@ -119,10 +121,8 @@ class DCGAN(GenerativeModel):
         if self.conditional and y is None:
             y = torch.randint(self.num_classes, (n,), device=self.device)
         z = torch.randn(n, self.z_dim, device=self.device)
-        was_training = net.training
-        net.eval()
-        images = net(z, y if self.conditional else None)  # (n, C, H, W) in [-1, 1]
-        net.train(was_training)
+        with evaluating(net):
+            images = net(z, y if self.conditional else None)  # (n, C, H, W) in [-1, 1]
         return self.quantize(images)
 
     def quantize(self, images: Tensor) -> Tensor:
@@ -130,37 +130,6 @@ class DCGAN(GenerativeModel):
         return ((images + 1.0) * ((self.levels - 1) / 2.0)).round().clamp(0, self.levels - 1).long()
 
     # ---- training ----------------------------------------------------------------------------------------------
-    def setup(self, stage: str) -> None:
-        # Each D step leaves G's parameters without a gradient and each G step D's (toggled off), which DDP's
-        # reducer stops on unless it looks for unused parameters: switch that on before the strategy wraps the
-        # model, as trainer.strategy=ddp_find_unused_parameters_true would.
-        strategy = self.trainer.strategy
-        if isinstance(strategy, DDPStrategy):
-            if not isinstance(getattr(strategy, "_ddp_kwargs", None), dict):
-                raise GenzooError("DCGAN could not switch on DDP's find_unused_parameters in this Lightning "
-                                  "version: add trainer.strategy=ddp_find_unused_parameters_true.")
-            strategy._ddp_kwargs["find_unused_parameters"] = True
-
-    def on_train_start(self) -> None:
-        # Each DDP rank draws its own noise (every rank was seeded alike). A resumed run goes on with the stream
-        # saved in its checkpoint, so it draws what an uninterrupted run would (rank zero's state, on the same
-        # kind of device; otherwise a fresh stream).
-        self.noise_rng = torch.Generator(device=self.device)
-        saved, self._saved_noise_rng = self._saved_noise_rng, None
-        if saved is not None and saved["device"] == self.device.type and self.global_rank == 0:
-            self.noise_rng.set_state(saved["state"])
-        else:
-            seed = (torch.initial_seed() * 1_000_003 + self.global_rank * 7919 + int(self.d_step_count)) % 2**63
-            self.noise_rng.manual_seed(seed)
-
-    def on_save_checkpoint(self, checkpoint: dict) -> None:
-        if self.noise_rng is not None:  # a ByteTensor: the checkpoint still loads with weights_only=True
-            checkpoint["noise_rng"] = {"device": self.noise_rng.device.type, "state": self.noise_rng.get_state()}
-
-    def on_load_checkpoint(self, checkpoint: dict) -> None:
-        super().on_load_checkpoint(checkpoint)
-        self._saved_noise_rng = checkpoint.get("noise_rng")
-
     def noise(self, n: int) -> Tensor:
         return torch.randn(n, self.z_dim, device=self.device, generator=self.noise_rng)  # (n, z_dim)
 
@@ -181,6 +150,7 @@ class DCGAN(GenerativeModel):
         x, y = batch
         y = y if self.conditional else None
         opt_g, opt_d = self.optimizers()
+        self.noise_rng = self.step_generator()
         self.discriminator_step(self.scale(x), y, opt_d)
         if int(self.d_step_count) % self.d_steps == 0:
             self.generator_step(len(x), y, opt_g)

@@ -61,17 +61,20 @@ class ResumableSampler(DistributedSampler):
 class ResumableLoader(DataLoader):
     """A ``DataLoader`` over a ``ResumableSampler`` whose position Lightning stores in each checkpoint.
 
-    ``progress()`` gives (epoch, batches trained in this epoch) at the moment a checkpoint is written.
-    """
+    ``position`` is (epoch, batches trained in it), kept up to date by ``genzoo.resume.LoaderPosition`` after each
+    training batch, so it is where the run stands whenever a checkpoint is written (checkpoints are written after
+    the other callbacks' hooks)."""
 
-    def __init__(self, *args, progress: Callable[[], tuple[int, int]], **kwargs):
+    def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        assert isinstance(self.sampler, ResumableSampler), self.sampler
-        self.progress = progress
+        if not isinstance(self.sampler, ResumableSampler):
+            raise TypeError(f"ResumableLoader needs a ResumableSampler, got {type(self.sampler).__name__}")
+        self.position = (0, 0)
 
     def state_dict(self) -> dict[str, int]:
-        epoch, batches = self.progress()
+        epoch, batches = self.position
         return {"epoch": int(epoch), "batches": int(batches), "batch_size": int(self.batch_size)}
 
     def load_state_dict(self, state: dict[str, int]) -> None:
+        self.position = (int(state["epoch"]), int(state["batches"]))
         self.sampler.skip(state["epoch"], state["batches"] * state["batch_size"])
