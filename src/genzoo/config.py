@@ -21,6 +21,9 @@ def build(node: DictConfig, what: str, **kwargs):
         if isinstance(cause, GenzooError):
             raise cause from None
         target = node.get("_target_", "?") if isinstance(node, DictConfig) else "?"
+        if isinstance(cause, ImportError) and not str(cause).startswith("Error loading"):
+            raise GenzooError(f"The {what} config's {target} needs a package that is not installed ({cause}): "
+                              f"install it, or choose another {what}.") from None
         detail = str(cause or e).strip().splitlines()[-1] if str(cause or e).strip() else type(cause).__name__
         raise GenzooError(
             f"The {what} config cannot build {target}: {detail}. Check the {what}.* options you set "

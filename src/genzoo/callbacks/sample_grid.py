@@ -12,8 +12,10 @@ from pytorch_lightning.loggers import TensorBoardLogger, WandbLogger
 from pytorch_lightning.utilities import rank_zero_only
 from torchvision.utils import make_grid, save_image
 
+from genzoo.nn.modes import evaluating
 
-def image_grid(x: torch.Tensor, levels: int, min_size: int = 32, nrow: int | None = None) -> torch.Tensor:
+
+def image_grid(x: torch.Tensor, levels: int, min_size: int = 64, nrow: int | None = None) -> torch.Tensor:
     """(3, H', W') float grid in [0, 1] of integer images, upscaled (nearest) so small images stay legible.
 
     ``nrow`` images per row (default: a square grid)."""
@@ -47,13 +49,10 @@ class SampleGrid(pl.Callback):
 
     @rank_zero_only
     def draw(self, trainer: pl.Trainer, pl_module, name: str) -> Path:
-        was_training = pl_module.training
-        pl_module.eval()
         devices = [pl_module.device] if pl_module.device.type == "cuda" else []
-        with torch.random.fork_rng(devices=devices), torch.no_grad():
+        with torch.random.fork_rng(devices=devices), evaluating(pl_module):
             torch.manual_seed(self.seed)
             x = pl_module.sample(self.n)
-        pl_module.train(was_training)
         grid = image_grid(x.cpu(), pl_module.levels)
         self.dirpath.mkdir(parents=True, exist_ok=True)
         path = self.dirpath / f"{name}.png"
