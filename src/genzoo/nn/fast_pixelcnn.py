@@ -28,7 +28,7 @@ horizontal stack and the 1×1 layers per pixel. Dropout is the identity (evaluat
 
 On a GPU a step is a few dozen dependent small kernels, one per tensor operation. ``benchmarks/sampling.py``
 counts them: 5,902 for a batch of the shipped PixelCNN at 1×28×28, where the one-pixel-a-step loop this replaced
-ran 32,167. Launched one by one from Python they took 1 ms a step on an H100, so the whole loop is recorded once
+ran 32,167. Launched one by one from Python, their launch cost outweighs their work, so the whole loop is recorded once
 as a CUDA graph (per network, batch size, shape and label use) and replayed on later calls: the first call pays
 for a warm-up run and the recording, and the graph keeps its caches' memory until the network is freed or another
 size is asked for. A replay reads the parameters in place, so it always uses the current weights, and draws from
