@@ -22,7 +22,8 @@ def build(node: DictConfig, what: str, **kwargs):
             raise cause from None
         target = node.get("_target_", "?") if isinstance(node, DictConfig) else "?"
         if isinstance(cause, ImportError) and not str(cause).startswith("Error loading"):
-            raise GenzooError(f"The {what} config's {target} needs a package that is not installed ({cause}): "
+            first = str(cause).strip().splitlines()[-1] if str(cause).strip() else type(cause).__name__
+            raise GenzooError(f"The {what} config's {target} needs a package that is not installed ({first}): "
                               f"install it, or choose another {what}.") from None
         detail = str(cause or e).strip().splitlines()[-1] if str(cause or e).strip() else type(cause).__name__
         raise GenzooError(

@@ -14,7 +14,7 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from genzoo.files import write_atomically
-from genzoo.run.loggers import build_loggers
+from genzoo.run.loggers import build_loggers, log_config
 
 PACKAGES = ["genzoo", "torch", "torchvision", "pytorch-lightning", "hydra-core", "omegaconf", "wandb",
             "torchmetrics", "torch-fidelity", "scikit-learn", "numpy"]
@@ -74,14 +74,17 @@ def scalar_metrics(metrics: dict) -> dict[str, float | str]:
 
 
 def open_run(cfg: DictConfig) -> tuple[Path, list]:
-    """Give the W&B run its id, resolve the config, write ``config.yaml`` and ``env.json`` (rank zero only) and
-    build the loggers: (run folder, loggers)."""
+    """Give the W&B run its id, resolve the config, build the loggers (a logger that cannot be built stops the run
+    before its folder has any file), write ``config.yaml`` and ``env.json`` (rank zero only) and hand the loggers
+    the config: (run folder, loggers)."""
     from pytorch_lightning.utilities import rank_zero_only
 
     if "wandb" in (cfg.logger or {}) and cfg.logger.wandb.get("id") is None:
         cfg.logger.wandb.id = secrets.token_hex(4)  # saved in config.yaml, so resume= continues this W&B run
     OmegaConf.resolve(cfg)
     run_dir = Path(cfg.paths.run_dir)
+    loggers = build_loggers(cfg)
     if rank_zero_only.rank == 0:
         write_run_files(run_dir, cfg)
-    return run_dir, build_loggers(cfg)
+    log_config(loggers, cfg)
+    return run_dir, loggers

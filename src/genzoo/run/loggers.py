@@ -65,17 +65,21 @@ def wandb_logger(save_dir: str, mode: str = "auto", name: str | None = None, gro
 
 
 def build_loggers(cfg: DictConfig) -> list:
-    """Every logger of ``cfg.logger``, each handed the resolved config (W&B's run config, CSV's hparams.yaml)."""
+    """Every logger of ``cfg.logger``; none has started its run (W&B's starts at its first use)."""
     loggers = []
     for name, node in (cfg.logger or {}).items():
         if not isinstance(node, DictConfig) or "_target_" not in node:
             raise GenzooError(f"logger.{name} names no _target_, so genzoo cannot build it: choose logger=wandb, "
                               "csv, tensorboard or none, or give logger.NAME._target_ (a Lightning logger class).")
         loggers.append(build(node, "logger"))
+    return loggers
+
+
+def log_config(loggers: list, cfg: DictConfig) -> None:
+    """Hand every logger the resolved config (W&B's run config, CSV's and TensorBoard's hparams)."""
     config = OmegaConf.to_container(cfg, resolve=True)
     for logger in loggers:
         logger.log_hyperparams(config)
-    return loggers
 
 
 def finish_wandb(failed: bool) -> None:
