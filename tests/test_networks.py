@@ -6,9 +6,12 @@ from __future__ import annotations
 
 import importlib.resources
 import inspect
+import io
 
 import pytest
+import torch
 from hydra import compose, initialize_config_module
+from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from genzoo.config import build
@@ -82,3 +85,15 @@ def test_the_message_lists_the_networks_options_in_signature_order_and_not_what_
         "model.net.chanels, model.net.levels are not options of PixelCNNNet: use one of channels, blocks, "
         "kernel_size, first_kernel_size, head_channels, dropout, bottleneck."
     )
+
+
+@pytest.mark.parametrize("name", MODEL_YAMLS)
+def test_hyperparameters_stay_plain_containers_when_hydra_hands_over_omegaconf_nodes(name):
+    # hydra.utils.instantiate without _convert_ passes the net node as a DictConfig; a checkpoint must still load
+    # with weights_only=True, which refuses OmegaConf objects.
+    model = instantiate(composed(name).model)
+    assert all(type(model.hparams[node]) is dict for node in NETWORKS[name])
+    buffer = io.BytesIO()
+    torch.save({"hyper_parameters": dict(model.hparams)}, buffer)  # what Lightning writes into a checkpoint
+    buffer.seek(0)
+    assert torch.load(buffer, weights_only=True)["hyper_parameters"] == dict(model.hparams)
