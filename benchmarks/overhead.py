@@ -77,7 +77,7 @@ SIZES = {
     # Narrower than the config: at width 96 a step takes seconds on 2 cores; 256 levels keep the paper's softmax.
     "synthetic 28x28 b128": (
         lambda: SyntheticDataModule(batch_size=128),
-        {**PIXELCNN, "channels": 32, "head_channels": 128}, (3, 20), (1, 3),
+        {**PIXELCNN, "net": {**PIXELCNN["net"], "channels": 32, "head_channels": 128}}, (3, 20), (1, 3),
     ),
 }
 

@@ -88,8 +88,8 @@ def measure(name: str, batch: int, device: str, naive_steps: int, seed: int = 1)
     loop_ops = count_ops(lambda: loop(model.net, 2, None, Draws, model.scale, model.shape, plan=plan))
     setup_ops = count_ops(lambda: model.sample_naive(2, steps=0))
     naive_ops = setup_ops + (count_ops(lambda: model.sample_naive(2, steps=1)) - setup_ops) * steps
-    width = hparams.get("channels")
-    depth = hparams.get("blocks", hparams.get("layers"))
+    width = hparams["net"].get("channels")
+    depth = hparams["net"].get("blocks", hparams["net"].get("layers"))
     print(f"{name}: {width} channels, depth {depth}, batch {batch}, {device}, "
           f"{torch.get_num_threads()} torch threads (the fast path uses 1 on CPU)")
     how = "all steps run" if timed == steps else f"{timed} of {steps} steps timed, extrapolated to {steps}"

@@ -28,7 +28,7 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 @pytest.mark.parametrize("size", [8, 28, 32, 64])
 @pytest.mark.parametrize("channels", [1, 3], ids=["grey", "rgb"])
 def test_conv_autoencoder_round_trips_every_supported_shape(size, channels):
-    model = Autoencoder(shape=(channels, size, size), levels=256, z_dim=5, channels=4)
+    model = Autoencoder(shape=(channels, size, size), levels=256, z_dim=5, net=dict(channels=4))
     x = torch.randint(256, (2, channels, size, size), dtype=torch.uint8)
     z = model.encode(x)
     assert z.shape == (2, 5)
@@ -42,19 +42,19 @@ def test_conv_autoencoder_round_trips_every_supported_shape(size, channels):
 
 @pytest.mark.parametrize("shape", [(1, 16, 16), (4, 32, 32), (3, 28, 32), (1, 3, 3)])
 def test_conv_autoencoder_refuses_other_shapes_in_one_sentence_naming_the_supported_ones(shape):
-    with pytest.raises(GenzooError, match=r"^model\.arch=conv supports .*8×8, 28×28, 32×32 and 64×64.*\.$"):
+    with pytest.raises(GenzooError, match=r"^model\.net\.arch=conv supports .*8×8, 28×28, 32×32 and 64×64.*\.$"):
         Autoencoder(shape=shape, levels=2)
 
 
 def test_mlp_autoencoder_takes_any_shape():
-    model = Autoencoder(shape=(2, 3, 5), levels=4, arch="mlp", z_dim=2, hidden=8)
+    model = Autoencoder(shape=(2, 3, 5), levels=4, z_dim=2, net=dict(arch="mlp", hidden=8))
     x = torch.randint(4, (6, 2, 3, 5))
     assert model.loss(x, None).ndim == 0 and model.sample(2).shape == (2, 2, 3, 5)
 
 
 def test_sampler_draws_codes_from_a_gaussian_fitted_to_the_training_codes_of_the_current_weights():
     torch.manual_seed(0)
-    model = Autoencoder(shape=(1, 8, 8), levels=17, arch="mlp", z_dim=3, hidden=16)
+    model = Autoencoder(shape=(1, 8, 8), levels=17, z_dim=3, net=dict(arch="mlp", hidden=16))
     assert torch.equal(model.code_cov, torch.eye(3))  # N(0, I) before it is fitted
     x = torch.randint(17, (200, 1, 8, 8), dtype=torch.uint8)
     trainer = SimpleNamespace(state=SimpleNamespace(fn="fit"), global_step=0,
@@ -140,7 +140,7 @@ def test_linear_probe_separates_separable_classes_and_is_deterministic():
 
 
 def test_linear_probe_skips_unlabelled_data_with_one_line(caplog):
-    model = Autoencoder(shape=(1, 8, 8), levels=17, num_classes=0, arch="mlp", z_dim=2, hidden=8)
+    model = Autoencoder(shape=(1, 8, 8), levels=17, num_classes=0, z_dim=2, net=dict(arch="mlp", hidden=8))
     trainer = SimpleNamespace(is_global_zero=True, datamodule=SimpleNamespace(splits={}))
     with caplog.at_level(logging.INFO, logger="genzoo.callbacks.linear_probe"):
         LinearProbe().on_test_epoch_end(trainer, model)

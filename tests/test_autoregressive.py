@@ -29,9 +29,9 @@ MODELS = {
 }
 
 
-def small_model(name: str, shape, levels: int = 4, **kw):
+def small_model(name: str, shape, levels: int = 4, **net):
     torch.manual_seed(0)
-    return MODELS[name](shape=shape, levels=levels, num_classes=0, **SMALL[name], **kw).eval()
+    return MODELS[name](shape=shape, levels=levels, num_classes=0, net={**SMALL[name], **net}).eval()
 
 
 @pytest.mark.parametrize("name", MODELS)
@@ -47,7 +47,8 @@ def test_logits_depend_only_on_earlier_subpixels(name, shape):
 def test_gated_pixelcnn_sees_every_earlier_subpixel(shape):
     # Deep enough that the vertical stack's field covers the whole image: no blind spot anywhere.
     torch.manual_seed(0)
-    model = GatedPixelCNN(shape=shape, levels=4, channels=12, layers=4, kernel_size=3, head_channels=16).eval()
+    model = GatedPixelCNN(shape=shape, levels=4, net=dict(channels=12, layers=4, kernel_size=3, head_channels=16))
+    model.eval()
     dep, allowed = dependency_map(model, shape), allowed_map(shape)
     c, h, w = shape
     assert torch.equal(dep[c - 1, h - 1, w - 1], allowed[c - 1, h - 1, w - 1])
@@ -61,11 +62,12 @@ def test_pixelcnn_blind_spot_is_pinned():
     # this; if this test fails, the plain PixelCNN is no longer the paper's model.
     shape = (1, 8, 8)
     torch.manual_seed(0)
-    deep = PixelCNN(shape=shape, levels=4, channels=12, blocks=6, head_channels=16).eval()
+    deep = PixelCNN(shape=shape, levels=4, net=dict(channels=12, blocks=6, head_channels=16)).eval()
     dep = dependency_map(deep, shape)
     assert not dep[0, 7, 0, 0, 6, 7]
     assert dep[0, 7, 0, 0, 6, 0] and dep[0, 7, 0, 0, 4, 3]  # near pixels above are seen
-    gated = GatedPixelCNN(shape=shape, levels=4, channels=12, layers=5, kernel_size=3, head_channels=16).eval()
+    gated = GatedPixelCNN(shape=shape, levels=4, net=dict(channels=12, layers=5, kernel_size=3, head_channels=16))
+    gated.eval()
     assert dependency_map(gated, shape)[0, 7, 0, 0, 6, 7]
 
 
@@ -145,7 +147,7 @@ def test_non_finite_logits_stop_sampling_with_one_sentence(fast):
 def test_an_even_kernel_size_is_refused_with_its_config_key(name, key):
     from genzoo.errors import GenzooError
 
-    with pytest.raises(GenzooError, match=rf"model\.{key}=4 .* odd size, e.g. 3 or 5"):
+    with pytest.raises(GenzooError, match=rf"model\.net\.{key}=4 .* odd size, e.g. 3 or 5"):
         small_model(name, (1, 5, 5), **{key: 4})
 
 
@@ -214,7 +216,7 @@ def test_fast_sampler_draws_what_the_naive_sampler_draws(name, shape):
 @pytest.mark.parametrize("shape", [(1, 4, 5), (3, 3, 4)], ids=["grey", "rgb"])
 def test_fast_sampler_of_the_conditional_gated_pixelcnn_follows_the_label(shape):
     torch.manual_seed(0)
-    model = GatedPixelCNN(shape=shape, levels=4, num_classes=10, channels=8, layers=3, head_channels=8,
+    model = GatedPixelCNN(shape=shape, levels=4, num_classes=10, net=dict(channels=8, layers=3, head_channels=8),
                           conditional=True).eval()
     for y in (torch.tensor([0, 3, 3, 9]), None):  # None: the labels are drawn first, the same in both paths
         torch.manual_seed(5)
@@ -238,7 +240,7 @@ def test_sampling_switches_dropout_off_and_restores_the_mode(fast):
 
 
 def test_conditional_gated_pixelcnn_uses_the_label():
-    model = GatedPixelCNN(shape=(1, 4, 4), levels=3, num_classes=10, channels=8, layers=2, head_channels=8,
+    model = GatedPixelCNN(shape=(1, 4, 4), levels=3, num_classes=10, net=dict(channels=8, layers=2, head_channels=8),
                           conditional=True).eval()
     x = torch.randint(0, 3, (2, 1, 4, 4))
     with torch.no_grad():

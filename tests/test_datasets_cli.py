@@ -10,7 +10,7 @@ from omegaconf import OmegaConf
 
 from genzoo.data import fake_files as fake
 
-SMALL = ["debug=smoke", "model=pixelcnn", "model.channels=8", "model.blocks=1", "model.head_channels=8",
+SMALL = ["debug=smoke", "model=pixelcnn", "model.net.channels=8", "model.net.blocks=1", "model.net.head_channels=8",
          "logger=none", "callbacks.fidelity=null", "data.batch_size=4", "data.eval_batch_size=4",
          "++data.verify_checksums=false"]
 # One process per line, each a sweep over data sets, so Python and torch are imported once per line, not per run.

@@ -32,6 +32,11 @@ def sigmoid(v: float) -> float:
     return 1.0 / (1.0 + math.exp(-v))
 
 
+def widths(width: int) -> dict:
+    """Both networks' options at one width: small ones keep these tests fast."""
+    return {"generator": {"width": width}, "discriminator": {"width": width}}
+
+
 def mean(values) -> float:
     values = list(values)
     return sum(values) / len(values)
@@ -128,7 +133,7 @@ def test_conditional_networks_use_the_label():
     assert not torch.allclose(images[0], images[1])
     logits = d(x, labels)
     assert not torch.allclose(logits[0], logits[1])
-    model = DCGAN(shape=(1, 8, 8), levels=17, num_classes=10, conditional=True, g_width=8, d_width=8)
+    model = DCGAN(shape=(1, 8, 8), levels=17, num_classes=10, conditional=True, **widths(8))
     assert model.sample(4, torch.tensor([0, 1, 2, 3])).shape == (4, 1, 8, 8) and model.sample(3).shape == (3, 1, 8, 8)
     with pytest.raises(GenzooError, match="conditional=true needs labelled data"):
         DCGAN(shape=(1, 8, 8), levels=17, num_classes=0, conditional=True)
@@ -137,7 +142,7 @@ def test_conditional_networks_use_the_label():
 def test_model_config_builds_a_gan_without_likelihood():
     cfg = OmegaConf.load(files("genzoo.conf") / "model" / "dcgan.yaml")
     assert cfg.monitor is None and cfg.loss == "non_saturating" and cfg.lr == 2e-4 and cfg.beta1 == 0.5
-    model = instantiate(cfg, shape=(3, 64, 64), levels=256, num_classes=0, g_width=8, d_width=8)
+    model = instantiate(cfg, shape=(3, 64, 64), levels=256, num_classes=0, **widths(8))
     assert isinstance(model, DCGAN) and model.likelihood is None
     assert model.sample(2).shape == (2, 3, 64, 64)
 
@@ -145,7 +150,7 @@ def test_model_config_builds_a_gan_without_likelihood():
 # ---- sampling ----------------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("shape,levels", [((1, 8, 8), 17), ((3, 32, 32), 256), ((1, 28, 28), 2)])
 def test_sample_is_integer_in_range_and_seeded(shape, levels):
-    model = DCGAN(shape=shape, levels=levels, g_width=8, d_width=8)
+    model = DCGAN(shape=shape, levels=levels, **widths(8))
     torch.manual_seed(3)
     a = model.sample(6)
     torch.manual_seed(3)
@@ -157,7 +162,7 @@ def test_sample_is_integer_in_range_and_seeded(shape, levels):
 
 
 def test_quantize_inverts_scale_and_maps_the_tanh_range_onto_every_level():
-    model = DCGAN(shape=(1, 8, 8), levels=17, g_width=8, d_width=8)
+    model = DCGAN(shape=(1, 8, 8), levels=17, **widths(8))
     x = torch.arange(17)
     assert torch.equal(model.quantize(model.scale(x)), x)
     assert model.quantize(torch.tensor([-1.0, 1.0, -5.0, 5.0])).tolist() == [0, 16, 0, 16]
@@ -201,7 +206,7 @@ def same(a, b) -> bool:
 
 def test_k_discriminator_steps_per_generator_step_each_touching_only_its_own_network(tmp_path):
     pl.seed_everything(0, verbose=False)
-    model = RecordedDCGAN(shape=(1, 8, 8), levels=17, num_classes=10, g_width=16, d_width=16, d_steps=3)
+    model = RecordedDCGAN(shape=(1, 8, 8), levels=17, num_classes=10, **widths(16), d_steps=3)
     trainer = quiet_trainer(tmp_path, limit_train_batches=7)
     trainer.fit(model, datamodule=digits())
 
@@ -228,7 +233,7 @@ def test_k_discriminator_steps_per_generator_step_each_touching_only_its_own_net
 
 def test_ema_generator_averages_without_gradients_and_is_what_samples_come_from(tmp_path):
     pl.seed_everything(0, verbose=False)
-    model = DCGAN(shape=(1, 8, 8), levels=17, g_width=16, d_width=16)
+    model = DCGAN(shape=(1, 8, 8), levels=17, **widths(16))
     trainer = quiet_trainer(tmp_path, limit_train_batches=3)
     trainer.fit(model, datamodule=digits())
     optimised = {id(p) for opt in trainer.optimizers for group in opt.param_groups for p in group["params"]}
@@ -255,7 +260,7 @@ def test_ema_average_warms_up_then_holds_its_decay():
 @pytest.mark.parametrize("player,key", [("discriminator", "train/loss_d"), ("generator", "train/loss_g")])
 def test_a_nan_loss_stops_with_one_sentence_and_keeps_the_last_good_checkpoint(tmp_path, player, key):
     pl.seed_everything(0, verbose=False)
-    model = DCGAN(shape=(1, 8, 8), levels=17, g_width=16, d_width=16)
+    model = DCGAN(shape=(1, 8, 8), levels=17, **widths(16))
     honest = getattr(model.objective, player)
 
     def poisoned(*args, **kwargs):  # finite in epoch 0, NaN from epoch 1

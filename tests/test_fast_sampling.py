@@ -41,7 +41,7 @@ def test_window_at_each_step_equals_the_masked_convolution(kernel, mask_type, or
 
 def test_the_shipped_pixelcnn_samples_28x28_in_136_wavefront_steps():
     # Its 7×7 first layer reaches 3 columns right in the rows above, so pixel (i, j) goes at step j + 4i.
-    model = PixelCNN(shape=(1, 28, 28), levels=4, channels=8, blocks=2, head_channels=8)
+    model = PixelCNN(shape=(1, 28, 28), levels=4, net=dict(channels=8, blocks=2, head_channels=8))
     plan = pixelcnn_plan(model.net, (1, 28, 28), "cpu")
     assert len(plan.pixels) == 28 + 4 * 27
     assert all(j + 4 * i == t for t, px in enumerate(plan.pixels) for i, j in px)
@@ -59,8 +59,8 @@ def test_deep_pixelcnn_with_a_blind_spot_samples_as_the_naive_sampler(bottleneck
     # Six blocks: the receptive field covers most rows above, and its blind spot (pinned in test_autoregressive)
     # must be reproduced, not filled, by the cache.
     torch.manual_seed(0)
-    model = PixelCNN(shape=(1, 8, 9), levels=6, channels=12, blocks=6, head_channels=16, dropout=0.3,
-                     bottleneck=bottleneck).eval()
+    model = PixelCNN(shape=(1, 8, 9), levels=6, net=dict(channels=12, blocks=6, head_channels=16, dropout=0.3,
+                                                         bottleneck=bottleneck)).eval()
     assert same_as_naive(model)
     assert fast_logits_gap(model, 4) < 1e-4
 
@@ -70,8 +70,9 @@ def test_pixelcnn_with_1x1_layers_samples_as_the_naive_sampler(first, kernel):
     # A 1×1 block has no window, so its residual sum is not fused into the last product; a 1×1 first layer is
     # still a window over the image cache; with no wider window at all, the wavefront's slope is 1.
     torch.manual_seed(0)
-    model = PixelCNN(shape=(3, 5, 9), levels=4, channels=12, blocks=2, kernel_size=kernel, first_kernel_size=first,
-                     head_channels=8, bottleneck=False).eval()
+    model = PixelCNN(shape=(3, 5, 9), levels=4, net=dict(channels=12, blocks=2, kernel_size=kernel,
+                                                         first_kernel_size=first, head_channels=8,
+                                                         bottleneck=False)).eval()
     assert same_as_naive(model)
     assert fast_logits_gap(model, 4) < 1e-4
 
@@ -81,9 +82,9 @@ def test_pixelcnn_with_1x1_layers_samples_as_the_naive_sampler(first, kernel):
 def test_odd_shapes_and_kernels_wider_than_the_image(name, shape):
     torch.manual_seed(0)
     if name == "pixelcnn":
-        model = PixelCNN(shape=shape, levels=3, channels=12, blocks=2, kernel_size=5, head_channels=8)
+        model = PixelCNN(shape=shape, levels=3, net=dict(channels=12, blocks=2, kernel_size=5, head_channels=8))
     else:
-        model = GatedPixelCNN(shape=shape, levels=3, channels=12, layers=3, kernel_size=5, head_channels=8)
+        model = GatedPixelCNN(shape=shape, levels=3, net=dict(channels=12, layers=3, kernel_size=5, head_channels=8))
     model.eval()
     assert same_as_naive(model)
     assert fast_logits_gap(model, 4) < 1e-4
@@ -93,7 +94,8 @@ def test_gated_pixelcnn_with_a_deep_vertical_stack():
     # Seven layers of 3-wide vertical kernels: row i's vertical input, computed once per row, reaches back through
     # every row above.
     torch.manual_seed(0)
-    model = GatedPixelCNN(shape=(3, 7, 6), levels=4, channels=12, layers=7, kernel_size=3, head_channels=8).eval()
+    model = GatedPixelCNN(shape=(3, 7, 6), levels=4, net=dict(channels=12, layers=7, kernel_size=3, head_channels=8))
+    model.eval()
     assert same_as_naive(model)
     assert fast_logits_gap(model, 3) < 1e-4
 
@@ -101,7 +103,7 @@ def test_gated_pixelcnn_with_a_deep_vertical_stack():
 def test_a_new_sample_uses_the_current_weights():
     # Nothing from an earlier call (masked weights, caches) may outlive a training step.
     torch.manual_seed(0)
-    model = GatedPixelCNN(shape=(1, 4, 4), levels=4, channels=8, layers=2, head_channels=8).eval()
+    model = GatedPixelCNN(shape=(1, 4, 4), levels=4, net=dict(channels=8, layers=2, head_channels=8)).eval()
     torch.manual_seed(1)
     before = model.sample(8)
     with torch.no_grad():
@@ -114,7 +116,7 @@ def test_a_new_sample_uses_the_current_weights():
 
 def test_samples_are_ordinary_tensors_and_the_thread_count_is_restored():
     torch.manual_seed(0)
-    model = PixelCNN(shape=(1, 3, 3), levels=4, channels=8, blocks=1, head_channels=8).eval()
+    model = PixelCNN(shape=(1, 3, 3), levels=4, net=dict(channels=8, blocks=1, head_channels=8)).eval()
     threads = torch.get_num_threads()
     torch.set_num_threads(2)  # the sampler runs on one thread, then gives the caller's count back
     try:
@@ -145,9 +147,10 @@ def test_a_planned_loop_neither_reads_the_host_nor_waits_for_it(name):
     torch.manual_seed(0)
     shape = (3, 4, 6)
     if name == "pixelcnn":
-        model, loop = PixelCNN(shape=shape, levels=4, channels=12, blocks=2, head_channels=8), generate_pixelcnn
+        model = PixelCNN(shape=shape, levels=4, net=dict(channels=12, blocks=2, head_channels=8))
+        loop = generate_pixelcnn
     else:
-        model = GatedPixelCNN(shape=shape, levels=4, num_classes=3, channels=12, layers=2, head_channels=8,
+        model = GatedPixelCNN(shape=shape, levels=4, num_classes=3, net=dict(channels=12, layers=2, head_channels=8),
                               conditional=True)
         loop = generate_gated_pixelcnn
     model.eval()

@@ -22,10 +22,10 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 MODELS = {"row_lstm": RowLSTM, "diagonal_bilstm": DiagonalBiLSTM}
 
 
-def small(name: str, shape, levels: int = 4, **kw):
+def small(name: str, shape, levels: int = 4, **net):
     torch.manual_seed(0)
-    kw = {"hidden": 6, "layers": 2, "head_channels": 8, **kw}
-    return MODELS[name](shape=shape, levels=levels, num_classes=0, **kw).eval()
+    net = {"hidden": 6, "layers": 2, "head_channels": 8, **net}
+    return MODELS[name](shape=shape, levels=levels, num_classes=0, net=net).eval()
 
 
 def input_dependencies(fn, x: torch.Tensor) -> torch.Tensor:
@@ -166,8 +166,8 @@ def test_generate_gives_the_full_networks_logits_and_the_naive_samples(name, sha
 @pytest.mark.slow
 @pytest.mark.parametrize("name", MODELS)
 def test_genzoo_train_smoke_run_on_digits(name, cli, tmp_path):
-    run = cli.train(f"model={name}", "debug=smoke", "logger=csv", "model.hidden=4", "model.layers=1",
-                    "model.head_channels=8", "~callbacks.fidelity", workdir=tmp_path)
+    run = cli.train(f"model={name}", "debug=smoke", "logger=csv", "model.net.hidden=4", "model.net.layers=1",
+                    "model.net.head_channels=8", "~callbacks.fidelity", workdir=tmp_path)
     assert run.returncode == 0, run.tail()
     metrics = json.loads((run.run_dir() / "metrics.json").read_text())
     assert 0 < metrics["test/bpd"] < math.log2(17) + 1

@@ -26,7 +26,7 @@ PUBLISHED = [{"metric": "test/bpd", "value": 1.75, "units": "bits/dim", "data": 
 def write_run(folder: Path, lr: str, seed: int, overrides: bool) -> None:
     folder.mkdir(parents=True)
     config = {"seed": seed, "published": PUBLISHED,
-              "model": {"_target_": "genzoo.models.PixelCNN", "lr": float(lr), "channels": 64},
+              "model": {"_target_": "genzoo.models.PixelCNN", "lr": float(lr), "net": {"channels": 64}},
               "data": {"_target_": "genzoo.data.DigitsDataModule", "shape": [1, 8, 8], "levels": 17},
               "callbacks": {"linear_probe": {"seed": seed}},  # follows the seed: not a swept key
               "paths": {"run_dir": str(folder)}, "logger": {"wandb": {"id": f"id{seed}{lr}"}}}

@@ -24,8 +24,8 @@ from genzoo.run.checkpoints import AtomicCheckpointIO, find_checkpoint
 # A small PixelCNN with dropout (so the restored RNG matters), checkpoints every 7 steps: 1437 digits in batches of
 # 32 make 45 steps an epoch, so the step checkpoints of epoch 1 (49, 56, …, 84) all lie inside it.
 STEPS_PER_EPOCH, EVERY = 45, 7
-RUN = ["logger=csv", "test=false", "trainer.max_epochs=2", "data.batch_size=32", "model.channels=16",
-       "model.blocks=2", "model.head_channels=16", "model.dropout=0.3", "callbacks.progress_bar=null",
+RUN = ["logger=csv", "test=false", "trainer.max_epochs=2", "data.batch_size=32", "model.net.channels=16",
+       "model.net.blocks=2", "model.net.head_channels=16", "model.net.dropout=0.3", "callbacks.progress_bar=null",
        "trainer.enable_model_summary=false", f"callbacks.step_checkpoint.every_n_train_steps={EVERY}"]
 
 

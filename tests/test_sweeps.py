@@ -15,7 +15,7 @@ from omegaconf import OmegaConf
 SEARCHES = sorted(p.name[:-5] for p in (importlib.resources.files("genzoo.conf") / "hparams_search").iterdir()
                   if p.name.endswith(".yaml"))
 
-SMALL = ["debug=smoke", "model.channels=8", "model.head_channels=16", "callbacks.fidelity=null"]
+SMALL = ["debug=smoke", "model.net.channels=8", "model.net.head_channels=16", "callbacks.fidelity=null"]
 
 
 def read_sweep(run) -> tuple:
@@ -72,7 +72,7 @@ def search(cli, tmp_path_factory):
     # pins optuna<3): a failed trial between two that complete. The study lives in SQLite to be read back.
     run = cli.train("-m", "hparams_search=pixelcnn_optuna", "hydra.sweeper.n_trials=3", "seed=3",
                     f"hydra.sweeper.storage=sqlite:///{workdir}/study.db", "logger=csv", *SMALL,
-                    "model.dropout=0.1", "model.weight_decay=0.1", "model.levels=choice(17,5)", workdir=workdir)
+                    "model.net.dropout=0.1", "model.weight_decay=0.1", "model.levels=choice(17,5)", workdir=workdir)
     return run, workdir
 
 

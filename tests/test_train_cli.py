@@ -258,6 +258,7 @@ MISTAKES = {
     "model_levels_disagree_with_data": (["model.levels=5"], ["model.levels=5", "17"]),
     "resume_path_missing": (["resume=/nonexistent/path"], ["resume=/nonexistent/path", "does not exist"]),
     "unknown_model_option": (["+model.nosuchoption=1"], ["nosuchoption"]),
+    "unknown_network_option": (["+model.net.chanels=8"], ["model.net.chanels", "PixelCNNNet", "channels, blocks"]),
     "data_levels_disagree_with_digits": (["data.levels=5"], ["data.levels=5", "17"]),
 }
 

@@ -43,7 +43,7 @@ def digits() -> torch.Tensor:
 def digits_vae(digits) -> VAE:
     """A conv VAE after 30 Adam steps on the digits: its posterior is still far from exact, so the bounds differ."""
     torch.manual_seed(0)
-    model = VAE(shape=(1, 8, 8), levels=17, z_dim=4, channels=16)
+    model = VAE(shape=(1, 8, 8), levels=17, z_dim=4, net=dict(channels=16))
     opt = torch.optim.Adam(model.parameters(), lr=3e-3)
     for _ in range(30):
         loss = -model.elbo(digits).mean()
@@ -87,7 +87,7 @@ def test_importance_weighted_bound_is_above_the_elbo_and_non_decreasing_in_k(dig
 def test_importance_weighted_bound_approaches_the_exact_log_likelihood_from_below():
     """z_dim = 1 and 1×2×2 binary images: log p(x) = log ∫ p(x|z) N(z; 0, 1) dz by quadrature, for all 16 images."""
     torch.manual_seed(0)
-    model = VAE(shape=(1, 2, 2), levels=2, arch="mlp", z_dim=1, hidden=16, depth=1)
+    model = VAE(shape=(1, 2, 2), levels=2, z_dim=1, net=dict(arch="mlp", hidden=16, depth=1))
     images = torch.tensor(list(itertools.product([0, 1], repeat=4))).view(16, 1, 2, 2)
     frequencies = torch.full((16,), 0.02)
     frequencies[[0, 15, 3]] = torch.tensor([0.4, 0.3, 0.1])
@@ -121,7 +121,7 @@ def test_importance_weighted_bound_approaches_the_exact_log_likelihood_from_belo
 def test_large_k_is_evaluated_in_chunks_that_agree_with_one_pass(digits, digits_vae):
     x = digits[:8]
     assert digits_vae.samples_per_pass(len(x)) >= 64  # the default budget decodes 64 draws of 8 digits at once
-    chunked = VAE(shape=(1, 8, 8), levels=17, z_dim=4, channels=16, eval_chunk_mb=0.0)
+    chunked = VAE(shape=(1, 8, 8), levels=17, z_dim=4, net=dict(channels=16), eval_chunk_mb=0.0)
     chunked.load_state_dict(digits_vae.state_dict())
     assert chunked.samples_per_pass(len(x)) == 1
     torch.manual_seed(3)
@@ -135,7 +135,7 @@ def test_beta_and_kl_warmup_scale_only_the_kl_term_of_the_training_loss(digits, 
     x = digits[:8]
     losses = {}
     for beta, warmup in ((1.0, 0), (0.5, 0), (1.0, 4)):
-        model = VAE(shape=(1, 8, 8), levels=17, z_dim=4, channels=16, beta=beta, kl_warmup_steps=warmup)
+        model = VAE(shape=(1, 8, 8), levels=17, z_dim=4, net=dict(channels=16), beta=beta, kl_warmup_steps=warmup)
         model.load_state_dict(digits_vae.state_dict())
         torch.manual_seed(4)  # the same draw of z for every model
         losses[beta, warmup] = model.loss(x, None).item()
@@ -148,7 +148,7 @@ def test_beta_and_kl_warmup_scale_only_the_kl_term_of_the_training_loss(digits, 
 @pytest.mark.parametrize("levels", [2, 5])
 def test_the_model_config_builds_an_mlp_vae_for_any_space(levels):
     # DESIGN.md's contract: instantiate(cfg.model, shape=..., levels=..., num_classes=...) builds the MLP VAE
-    cfg = OmegaConf.merge(OmegaConf.load(files("genzoo.conf") / "model" / "vae.yaml"), {"arch": "mlp"})
+    cfg = OmegaConf.merge(OmegaConf.load(files("genzoo.conf") / "model" / "vae.yaml"), {"net": {"arch": "mlp"}})
     model = instantiate(cfg, shape=(1, 3, 3), levels=levels, num_classes=0)
     assert isinstance(model, VAE) and model.likelihood == "bound"
     x = torch.randint(levels, (4, 1, 3, 3))
@@ -161,7 +161,7 @@ def test_the_model_config_builds_an_mlp_vae_for_any_space(levels):
 @pytest.mark.parametrize("size", [8, 28, 32, 64])
 @pytest.mark.parametrize("channels", [1, 3], ids=["grey", "rgb"])
 def test_conv_vae_round_trips_every_supported_shape(size, channels):
-    model = VAE(shape=(channels, size, size), levels=17, z_dim=3, channels=4, eval_samples=2)
+    model = VAE(shape=(channels, size, size), levels=17, z_dim=3, net=dict(channels=4), eval_samples=2)
     x = torch.randint(17, (2, channels, size, size))
     mu, logvar = model.posterior(x)
     assert mu.shape == logvar.shape == (2, 3)
@@ -174,7 +174,7 @@ def test_conv_vae_round_trips_every_supported_shape(size, channels):
 
 @pytest.mark.parametrize("shape", [(1, 16, 16), (2, 8, 8), (1, 8, 10), (1, 3, 3)])
 def test_conv_vae_refuses_other_shapes_naming_the_supported_ones(shape):
-    with pytest.raises(GenzooError, match="8×8, 28×28, 32×32 and 64×64.*model.arch=mlp"):
+    with pytest.raises(GenzooError, match="8×8, 28×28, 32×32 and 64×64.*model.net.arch=mlp"):
         VAE(shape=shape, levels=2)
 
 

@@ -4,7 +4,8 @@
 
 with ``x`` scaled to [-1, 1], so that the encoder ``f`` can be reused as features for a small labelled set (the
 ``LinearProbe`` callback measures that). Encoder and decoder are ``genzoo.nn.autoencoder``'s networks, shared with
-the VAE; ``model.arch=conv`` (the default) takes 8×8, 28×28, 32×32 and 64×64 images, ``model.arch=mlp`` any shape.
+the VAE; ``model.net.arch=conv`` (the default) takes 8×8, 28×28, 32×32 and 64×64 images, ``model.net.arch=mlp``
+any shape.
 
 It has no likelihood (``likelihood = None``) and, being no density model, no sampler of its own: ``sample``
 decodes codes drawn from a full-covariance Gaussian fitted to the codes of the training images (see
@@ -17,6 +18,7 @@ import torch
 from torch import Tensor
 
 from genzoo.models.base import GenerativeModel
+from genzoo.nn import build_network
 from genzoo.nn.autoencoder import encoder_decoder
 from genzoo.nn.modes import evaluating
 
@@ -32,18 +34,16 @@ class Autoencoder(GenerativeModel):
         shape,
         levels: int,
         num_classes: int = 0,
-        arch: str = "conv",
         z_dim: int = 32,
-        channels: int = 32,
-        hidden: int = 256,
-        depth: int = 2,
+        net: dict | None = None,
         **kwargs,
     ):
         super().__init__(shape, levels, num_classes, **kwargs)
         self.save_hyperparameters()
         self.z_dim = int(z_dim)
-        self.encoder, self.decoder = encoder_decoder(
-            arch, self.shape, self.z_dim, self.z_dim, self.shape[0], channels, hidden, depth
+        self.encoder, self.decoder = build_network(
+            encoder_decoder, net, shape=self.shape, z_dim=self.z_dim, encoder_out=self.z_dim,
+            decoder_out_channels=self.shape[0],
         )
         # The Gaussian that `sample` draws codes from; N(0, I) until it is fitted to the training codes.
         self.register_buffer("code_mean", torch.zeros(self.z_dim))

@@ -18,14 +18,6 @@ from genzoo.models.base import GenerativeModel
 from genzoo.nn.modes import evaluating
 
 
-def require_odd_kernels(**sizes: int) -> None:
-    """A masked kernel is centred on the sub-pixel it predicts, so its sizes must be odd (the config's keys)."""
-    for key, size in sizes.items():
-        if size < 1 or size % 2 == 0:
-            near = f"{size - 1} or {size + 1}" if size > 1 else "1 or 3"
-            raise GenzooError(f"model.{key}={size} has no centre pixel to mask around: use an odd size, e.g. {near}.")
-
-
 class AutoregressiveModel(GenerativeModel):
     likelihood = "exact"
 

@@ -12,6 +12,7 @@ owns the optimiser: AdamW with an optional one-cycle schedule (Smith & Topin 201
 
 from __future__ import annotations
 
+import inspect
 import math
 from collections.abc import Sequence
 from typing import Literal
@@ -19,6 +20,7 @@ from typing import Literal
 import numpy as np
 import pytorch_lightning as pl
 import torch
+from omegaconf import Container, OmegaConf
 from torch import Tensor
 
 from genzoo.errors import GenzooError
@@ -50,6 +52,16 @@ class GenerativeModel(pl.LightningModule):
         self.num_classes = int(num_classes)
         self.lr, self.weight_decay, self.scheduler_name = float(lr), float(weight_decay), scheduler
         self.monitor, self.mode = monitor, mode
+
+    def save_hyperparameters(self, *args, frame=None, **kwargs) -> None:
+        """Lightning's, with OmegaConf nodes kept as plain dicts and lists: ``hydra.utils.instantiate`` without
+        ``_convert_`` hands a model its network options (``net``) as a DictConfig, and a checkpoint holding one no
+        longer loads with ``torch.load(weights_only=True)``."""
+        # Lightning collects the arguments of the constructor that called it: that is the one calling this.
+        super().save_hyperparameters(*args, frame=frame or inspect.currentframe().f_back, **kwargs)
+        for key, value in self.hparams.items():
+            if isinstance(value, Container):
+                self.hparams[key] = OmegaConf.to_container(value, resolve=True)
 
     # ---- what a model writes -------------------------------------------------------------------------------
     def log_likelihood(self, x: Tensor, y: Tensor | None = None) -> Tensor:

@@ -33,6 +33,7 @@ from torch.optim.swa_utils import AveragedModel
 from genzoo.errors import GenzooError
 from genzoo.models.base import GenerativeModel
 from genzoo.models.gan_losses import gan_loss
+from genzoo.nn import build_network
 from genzoo.nn.dcgan import Discriminator, Generator
 from genzoo.nn.modes import evaluating
 
@@ -63,8 +64,8 @@ class DCGAN(GenerativeModel):
         levels: int,
         num_classes: int = 0,
         z_dim: int = 100,
-        g_width: int = 64,
-        d_width: int = 64,
+        generator: dict | None = None,
+        discriminator: dict | None = None,
         loss: str = "non_saturating",
         d_steps: int = 1,
         ema: bool = True,
@@ -99,8 +100,10 @@ class DCGAN(GenerativeModel):
         self.label_smoothing, self.instance_noise = float(label_smoothing), float(instance_noise)
         self.betas = (float(beta1), float(beta2))
         classes = self.num_classes if self.conditional else 0
-        self.generator = Generator(self.shape, self.z_dim, g_width, classes)
-        self.discriminator = Discriminator(self.shape, d_width, classes)
+        self.generator = build_network(Generator, generator, "model.generator", shape=self.shape, z_dim=self.z_dim,
+                                       num_classes=classes)
+        self.discriminator = build_network(Discriminator, discriminator, "model.discriminator", shape=self.shape,
+                                           num_classes=classes)
         self.generator_ema = None
         if ema:
             # use_buffers: batch norm's running statistics are averaged like the weights, so the averaged G samples

@@ -5,34 +5,23 @@ A 7×7 mask-A convolution, residual Diagonal BiLSTM layers (the map skewed so di
 mask-B input-to-state and a 2×1 state-to-state convolution, in both directions, the right-to-left one shifted down
 one row), two 1×1 mask-B layers and a softmax over ``levels`` per sub-pixel: every sub-pixel sees every earlier
 one, and the likelihood is exact (``genzoo.models.autoregressive``). The network and its equations are in
-``genzoo.nn.diagonal_bilstm``; sampling carries both recurrences (``DiagonalBiLSTMNet.generate``). Left out: the
-paper's exact depth and widths per data set (config values, see ``experiments/``), and class conditioning.
+``genzoo.nn.diagonal_bilstm``, whose keyword arguments are the options of ``model.net``; sampling carries both
+recurrences (``DiagonalBiLSTMNet.generate``). Left out: the paper's exact depth and widths per data set (config
+values, see ``experiments/``), and class conditioning.
 """
 
 from __future__ import annotations
 
 from genzoo.errors import GenzooError
-from genzoo.models.autoregressive import AutoregressiveModel, require_odd_kernels
+from genzoo.models.autoregressive import AutoregressiveModel
+from genzoo.nn import build_network
 from genzoo.nn.diagonal_bilstm import DiagonalBiLSTMNet
 
 
 class DiagonalBiLSTM(AutoregressiveModel):
-    def __init__(
-        self,
-        shape,
-        levels: int,
-        num_classes: int = 0,
-        hidden: int = 16,
-        layers: int = 7,
-        first_kernel_size: int = 7,
-        head_channels: int = 32,
-        dropout: float = 0.0,
-        **kwargs,
-    ):
+    def __init__(self, shape, levels: int, num_classes: int = 0, net: dict | None = None, **kwargs):
         if kwargs.get("conditional"):
             raise GenzooError("model=diagonal_bilstm has no class conditioning: set model.conditional=false.")
         super().__init__(shape, levels, num_classes, **kwargs)
-        require_odd_kernels(first_kernel_size=first_kernel_size)
         self.save_hyperparameters()
-        self.net = DiagonalBiLSTMNet(self.shape[0], self.levels, hidden, layers, first_kernel_size, head_channels,
-                                     dropout)
+        self.net = build_network(DiagonalBiLSTMNet, net, data_channels=self.shape[0], levels=self.levels)

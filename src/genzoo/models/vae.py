@@ -18,8 +18,9 @@ k-sample importance-weighted bound
 evaluated ``samples_per_pass`` draws at a time (a running log-sum-exp), so memory stays flat in k. Logged as
 ``val/elbo_bpd`` (one draw per image; monitored), ``test/elbo_bpd`` (from the same k = ``eval_samples`` draws as)
 ``test/iwae{k}_bpd``: upper bounds on the NLL in bits/dim, never the NLL itself.
-``model.arch=conv`` uses the autoencoder's convolutional networks (8×8, 28×28, 32×32, 64×64); ``model.arch=mlp``
-the papers' tanh MLPs (any shape). Left out: training on the IWAE objective, learned or flow priors, and
+``model.net.arch=conv`` uses the autoencoder's convolutional networks (8×8, 28×28, 32×32, 64×64);
+``model.net.arch=mlp`` the papers' tanh MLPs (any shape); ``model.net`` holds the keyword arguments of
+``genzoo.nn.autoencoder.encoder_decoder``. Left out: training on the IWAE objective, learned or flow priors, and
 logistic-mixture decoders; the categorical decoder treats neighbouring levels as unrelated.
 """
 
@@ -33,6 +34,7 @@ from torch import Tensor
 
 from genzoo.errors import GenzooError
 from genzoo.models.base import GenerativeModel
+from genzoo.nn import build_network
 from genzoo.nn.autoencoder import encoder_decoder
 
 LOG_2PI = math.log(2 * math.pi)
@@ -59,11 +61,8 @@ class VAE(GenerativeModel):
         shape,
         levels: int,
         num_classes: int = 0,
-        arch: str = "conv",
         z_dim: int = 16,
-        channels: int = 32,
-        hidden: int = 256,
-        depth: int = 2,
+        net: dict | None = None,
         beta: float = 1.0,
         kl_warmup_steps: int = 0,
         eval_samples: int = 1000,
@@ -81,8 +80,9 @@ class VAE(GenerativeModel):
         self.eval_samples, self.eval_chunk_mb = int(eval_samples), float(eval_chunk_mb)
         self.bernoulli = self.levels == 2  # one logit per sub-pixel instead of two
         per_pixel = self.shape[0] * (1 if self.bernoulli else self.levels)
-        self.encoder, self.decoder = encoder_decoder(
-            arch, self.shape, self.z_dim, 2 * self.z_dim, per_pixel, channels, hidden, depth
+        self.encoder, self.decoder = build_network(
+            encoder_decoder, net, shape=self.shape, z_dim=self.z_dim, encoder_out=2 * self.z_dim,
+            decoder_out_channels=per_pixel,
         )
         self._terms: tuple[Tensor, Tensor] | None = None  # the last training batch's (recon, KL) in nats
 

@@ -30,8 +30,8 @@ def check_conv_shape(shape: Sequence[int]) -> None:
     c, h, w = shape
     if c not in (1, 3) or h != w or h not in CONV_DOWNSAMPLINGS:
         raise GenzooError(
-            f"model.arch=conv supports square grey or RGB images of 8×8, 28×28, 32×32 and 64×64 pixels, not shape "
-            f"{list(shape)}: resize the data to one of these sizes or set model.arch=mlp."
+            f"model.net.arch=conv supports square grey or RGB images of 8×8, 28×28, 32×32 and 64×64 pixels, not "
+            f"shape {list(shape)}: resize the data to one of these sizes or set model.net.arch=mlp."
         )
 
 
@@ -106,18 +106,23 @@ class MLPDecoder(nn.Module):
 
 
 def encoder_decoder(
-    arch: str,
     shape: Sequence[int],
     z_dim: int,
     encoder_out: int,
     decoder_out_channels: int,
+    *,
+    arch: str = "conv",
     channels: int = 32,
     hidden: int = 256,
     depth: int = 2,
 ) -> tuple[nn.Module, nn.Module]:
-    """An encoder to ``encoder_out`` numbers and a decoder from ``z_dim`` to ``decoder_out_channels`` per pixel."""
+    """An encoder to ``encoder_out`` numbers and a decoder from ``z_dim`` to ``decoder_out_channels`` per pixel.
+
+    The keyword-only arguments are the networks' options (``model.net`` in the VAE's and the autoencoder's YAML);
+    the others come from the model.
+    """
     if arch not in ARCHS:
-        raise GenzooError(f"model.arch={arch!r} is unknown: use 'conv' (8×8, 28×28, 32×32, 64×64 images) or "
+        raise GenzooError(f"model.net.arch={arch!r} is unknown: use 'conv' (8×8, 28×28, 32×32, 64×64 images) or "
                           "'mlp' (any shape).")
     if int(z_dim) < 1:
         raise GenzooError(f"model.z_dim={z_dim} leaves no code: choose z_dim of 1 or more.")
@@ -125,6 +130,7 @@ def encoder_decoder(
         return (ConvEncoder(shape, encoder_out, channels),
                 ConvDecoder(shape, z_dim, decoder_out_channels, channels))
     if int(depth) < 1 or int(hidden) < 1:
-        raise GenzooError(f"model.depth={depth} and model.hidden={hidden} make no MLP: choose both of 1 or more.")
+        raise GenzooError(f"model.net.depth={depth} and model.net.hidden={hidden} make no MLP: choose both of 1 or "
+                          "more.")
     return (MLPEncoder(shape, encoder_out, hidden, depth),
             MLPDecoder(shape, z_dim, decoder_out_channels, hidden, depth))

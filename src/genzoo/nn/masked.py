@@ -16,6 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from genzoo.errors import GenzooError
+
 
 def channel_groups(n_channels: int, data_channels: int, repeat: int = 1) -> Tensor:
     """Group (data channel) of each of ``repeat`` contiguous blocks of ``n_channels`` feature channels."""
@@ -43,6 +45,16 @@ def raster_mask(
     g_in = channel_groups(in_channels, data_channels, in_repeat)[None, :]
     mask[:, :, ch, cw] = (g_in < g_out).float() if mask_type == "A" else (g_in <= g_out).float()
     return mask
+
+
+def require_odd_kernels(**sizes: int) -> None:
+    """A masked kernel is centred on the sub-pixel it predicts, so its sizes must be odd. ``sizes`` are a network's
+    keyword arguments, named as the config sets them (under ``model.net``), so the user reads which one to fix."""
+    for key, size in sizes.items():
+        if size < 1 or size % 2 == 0:
+            near = f"{size - 1} or {size + 1}" if size > 1 else "1 or 3"
+            raise GenzooError(f"model.net.{key}={size} has no centre pixel to mask around: use an odd size, "
+                              f"e.g. {near}.")
 
 
 class MaskedConv2d(nn.Conv2d):

@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from genzoo.nn.fast_pixelcnn import generate_gated_pixelcnn, generate_pixelcnn, sample_with_caches
-from genzoo.nn.masked import MaskedConv2d
+from genzoo.nn.masked import MaskedConv2d, require_odd_kernels
 
 
 class ResidualBlock(nn.Module):
@@ -81,6 +81,7 @@ class PixelCNNNet(nn.Module):
         bottleneck: bool = True,
     ):
         super().__init__()
+        require_odd_kernels(kernel_size=kernel_size, first_kernel_size=first_kernel_size)
         self.data_channels, self.levels = data_channels, levels
         self.input = MaskedConv2d(data_channels, channels, first_kernel_size, "A", data_channels)
         self.blocks = nn.Sequential(
@@ -172,6 +173,7 @@ class GatedPixelCNNNet(nn.Module):
         dropout: float = 0.0,
     ):
         super().__init__()
+        require_odd_kernels(kernel_size=kernel_size, first_kernel_size=first_kernel_size)
         self.data_channels, self.levels = data_channels, levels
         self.layers = nn.ModuleList(
             [GatedBlock(data_channels, channels, data_channels, first_kernel_size, True, num_classes, dropout)]

@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from genzoo.nn.masked import MaskedConv2d, masked_weight
+from genzoo.nn.masked import MaskedConv2d, masked_weight, require_odd_kernels
 from genzoo.nn.pixelcnn import output_head
 
 
@@ -71,6 +71,7 @@ class PixelRNNNet(nn.Module):
         head_channels: int = 32,
     ):
         super().__init__()
+        require_odd_kernels(first_kernel_size=first_kernel_size)
         self.data_channels, self.levels, self.hidden = data_channels, levels, hidden
         self.input = MaskedConv2d(data_channels, 2 * hidden, first_kernel_size, "A", data_channels)
         self.layers = nn.ModuleList(layers)

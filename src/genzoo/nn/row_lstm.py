@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from genzoo.nn.masked import MaskedConv2d, masked_weight
+from genzoo.nn.masked import MaskedConv2d, masked_weight, require_odd_kernels
 from genzoo.nn.pixelrnn import PixelRNNNet, lstm_update, pointwise
 
 
@@ -103,6 +103,8 @@ class RowLSTMNet(PixelRNNNet):
         head_channels: int = 32,
         dropout: float = 0.0,
     ):
+        # Before the layers are built: their own ValueError names no config key.
+        require_odd_kernels(kernel_size=kernel_size, state_kernel_size=state_kernel_size)
         lstm_layers = [
             RowLSTM(2 * hidden, hidden, data_channels, kernel_size, state_kernel_size, dropout) for _ in range(layers)
         ]
