@@ -115,5 +115,9 @@ class Autoencoder(GenerativeModel):
     def loss(self, x: Tensor, y: Tensor) -> Tensor:
         return self.squared_errors(x).mean()
 
+    def loss_limit(self, key: str) -> tuple[float, str] | None:
+        # Any reconstruction inside [-1, 1] misses a pixel by at most 2, so by at most 4 squared.
+        return 16.0, "4× the worst squared error of any reconstruction inside the pixel range [-1, 1]"
+
     def evaluation_metrics(self, x: Tensor, y: Tensor, stage: str) -> dict[str, Tensor]:
         return {"mse": self.squared_errors(x)}

@@ -101,15 +101,45 @@ class GenerativeModel(pl.LightningModule):
         """Class labels when the model is conditional, else None (unlabelled data carries -1)."""
         return y if (self.num_classes > 0 and y is not None) else None
 
+    # ---- divergence -----------------------------------------------------------------------------------------
+    divergence_patience = 10  # steps in a row above the limit: one wild batch is no divergence
+
+    def loss_limit(self, key: str) -> tuple[float, str] | None:
+        """(the value of training loss ``key`` that no sane run reaches, why), or None for no limit. A likelihood
+        model's loss is in bits/dim, where guessing every level uniformly costs log2(levels): three times that is
+        far past the worst a model with any training should do."""
+        if self.likelihood is None:
+            return None
+        uniform = math.log2(self.levels)
+        return 3 * uniform, f"3× the {uniform:.3g} bits/dim of a uniform guess over the {self.levels} levels"
+
+    def check_loss(self, loss: Tensor, key: str, what: str, where: str, hint: str = "") -> None:
+        """Stop before a non-finite loss reaches the weights (so the last checkpoint holds good ones), and stop a run
+        whose loss stays past :meth:`loss_limit` for ``divergence_patience`` steps: a diverged run that finishes
+        would keep its number as a result. ``what``, ``where``: 'training loss', 'at step 12', for the sentence.
+        Every DDP rank takes the same decision."""
+        limit = self.loss_limit(key)
+        value = loss.detach().float()
+        above = value > limit[0] if limit else torch.zeros_like(value, dtype=torch.bool)
+        flags = torch.stack([~torch.isfinite(value), above])
+        if self._trainer is not None and self.trainer.world_size > 1:
+            flags = self.trainer.strategy.reduce(flags.float(), reduce_op="sum")  # no rank left in a collective
+        non_finite, above = (bool(f > 0) for f in flags)
+        fix = f"lower model.lr (now {self.lr:g}){hint} or check the data"
+        if non_finite:
+            raise GenzooError(f"The {what} became {value.item()} {where}: {fix}.")
+        steps = getattr(self, "_steps_above", {})
+        steps[key] = steps.get(key, 0) + 1 if above else 0
+        self._steps_above = steps
+        if steps[key] >= self.divergence_patience:
+            raise GenzooError(f"The {what} stayed above {limit[0]:.3g} ({limit[1]}) for {steps[key]} steps in a row, "
+                              f"{value.item():.3g} {where}, so the run diverged and stops here: {fix}.")
+
     # ---- Lightning -----------------------------------------------------------------------------------------
     def training_step(self, batch, batch_idx):
         x, y = batch
         loss = self.loss(x, y)
-        if not torch.isfinite(loss):
-            raise GenzooError(
-                f"The training loss became {loss.item()} at step {self.global_step}: lower model.lr "
-                f"(now {self.lr:g}) or check the data."
-            )
+        self.check_loss(loss, "train/loss", "training loss", f"at step {self.global_step}")
         self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=len(x))
         return loss
 

@@ -54,6 +54,9 @@ def ema_average(decay: float):
     return average
 
 
+LOSS_LIMIT = 100.0  # nats, for either player's loss
+
+
 class DCGAN(GenerativeModel):
     likelihood = None
     finds_unused_parameters = True  # a D step leaves G without gradients and a G step D
@@ -165,7 +168,7 @@ class DCGAN(GenerativeModel):
                 fake = self.generator(self.noise(len(real)), y)
             real_logits, fake_logits = self.discriminate(real, y), self.discriminate(fake, y)
             loss = self.objective.discriminator(real_logits, fake_logits, 1.0 - self.label_smoothing)
-            self.check_finite(loss, "discriminator", "train/loss_d")
+            self.check_player_loss(loss, "discriminator", "train/loss_d")
             grad_norm = self.step(opt, loss, self.discriminator)
         self.d_step_count += 1
         self.log_dict({"train/loss_d": loss, "train/d_real": torch.sigmoid(real_logits).mean(),
@@ -176,7 +179,7 @@ class DCGAN(GenerativeModel):
         """One step of G on n fresh fakes; D's parameters are frozen by the toggle, not merely left unstepped."""
         with self.toggled_optimizer(opt):
             loss = self.objective.generator(self.discriminate(self.generator(self.noise(n), y), y))
-            self.check_finite(loss, "generator", "train/loss_g")
+            self.check_player_loss(loss, "generator", "train/loss_g")
             grad_norm = self.step(opt, loss, self.generator)
         self.g_step_count += 1
         if self.generator_ema is not None:
@@ -192,18 +195,15 @@ class DCGAN(GenerativeModel):
         opt.step()
         return grad_norm
 
-    def check_finite(self, loss: Tensor, player: str, key: str) -> None:
-        """Stop before a non-finite loss reaches the weights, so the last checkpoint holds good ones."""
-        bad = (~torch.isfinite(loss.detach())).float()
-        if self._trainer is not None and self.trainer.world_size > 1:
-            bad = self.trainer.strategy.reduce(bad, reduce_op="sum")  # every rank stops, none waits in a collective
-        if bad > 0:
-            step = int(self.d_step_count if player == "discriminator" else self.g_step_count) + 1  # the one failing
-            raise GenzooError(
-                f"The {player} loss {key} became {loss.item()} at {player} step {step} (epoch {self.current_epoch}): "
-                f"lower model.lr (now {self.lr:g}), try model.label_smoothing=0.1 or model.instance_noise=0.1, "
-                "or check the data."
-            )
+    def check_player_loss(self, loss: Tensor, player: str, key: str) -> None:
+        """Stop on a non-finite or diverged loss of one player (see ``GenerativeModel.check_loss``)."""
+        step = int(self.d_step_count if player == "discriminator" else self.g_step_count) + 1  # the one failing
+        self.check_loss(loss, key, f"{player} loss {key}", f"at {player} step {step} (epoch {self.current_epoch})",
+                        ", try model.label_smoothing=0.1 or model.instance_noise=0.1,")
+
+    def loss_limit(self, key: str) -> tuple[float, str] | None:
+        # Both losses are softplus of D's logits: past 100 nats, D's logits sit beyond ±100, where no player learns.
+        return LOSS_LIMIT, "100 nats, where D's logits are beyond ±100 and neither player can learn"
 
     def configure_optimizers(self):
         def adam(net):
