@@ -14,6 +14,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from genzoo.errors import GenzooError
+from genzoo.schema import check_options
 
 
 def network_options(network: Callable, *given: str) -> list[str]:
@@ -29,7 +30,8 @@ def build_network(network: Callable, options: Mapping[str, Any] | None, key: str
     ``options``: the config node ``key`` (None: all defaults). ``given``: what the model passes from the data and
     its own arguments (``data_channels``, ``levels``, ``z_dim`` …); a config cannot set those. A name the
     signature lacks is the user's mistake, so it raises a GenzooError naming the key and the accepted options
-    instead of Python's TypeError about an unexpected keyword argument.
+    instead of Python's TypeError about an unexpected keyword argument; so does a value of the wrong type or
+    range (``genzoo.schema``), instead of a layer's error from deep inside the constructor.
     """
     options = dict(options or {})
     accepted = network_options(network, *given)
@@ -38,4 +40,5 @@ def build_network(network: Callable, options: Mapping[str, Any] | None, key: str
         keys = ", ".join(f"{key}.{name}" for name in unknown)
         verb = "is not an option" if len(unknown) == 1 else "are not options"
         raise GenzooError(f"{keys} {verb} of {network.__name__}: use one of {', '.join(accepted)}.")
+    check_options(network, options, key)
     return network(**given, **options)
