@@ -24,13 +24,21 @@ from genzoo.run.checkpoints import find_run_checkpoint, load_model
 from genzoo.run.folder import open_run, scalar_metrics
 from genzoo.run.loggers import finish_wandb
 from genzoo.run.process import start_process
-from genzoo.run.scripts import refuse_run_overrides, require_ckpt
+from genzoo.run.guard import hold_run_folder
+from genzoo.run.scripts import refuse_run_overrides, require_ckpt, run_hydra_app
+from genzoo.schema import check_config
 
 
 def evaluate(cfg: DictConfig) -> dict:
     require_ckpt(cfg, "genzoo-eval")
     refuse_run_overrides(cfg, "genzoo-eval")
+    check_config(cfg, "genzoo-eval")
     ckpt, evaluated = find_run_checkpoint(str(cfg.ckpt))
+    with hold_run_folder(evaluated, "genzoo-eval"):  # it writes into the run's evals/
+        return evaluate_run(cfg, ckpt, evaluated)
+
+
+def evaluate_run(cfg: DictConfig, ckpt, evaluated) -> dict:
     saved = OmegaConf.load(evaluated / "config.yaml")
     trainer_cfg = start_process(cfg)
     datamodule = build(saved.data, "data")
@@ -60,8 +68,12 @@ def evaluate(cfg: DictConfig) -> dict:
 
 
 @hydra.main(version_base="1.3", config_path="pkg://genzoo.conf", config_name="eval")
-def main(cfg: DictConfig) -> None:
+def hydra_main(cfg: DictConfig) -> None:
     evaluate(cfg)
+
+
+def main() -> None:
+    run_hydra_app(hydra_main)
 
 
 if __name__ == "__main__":

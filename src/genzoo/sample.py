@@ -25,30 +25,17 @@ from genzoo.errors import GenzooError
 from genzoo.evaluation.features import sample_chunks
 from genzoo.run.checkpoints import find_run_checkpoint, load_model
 from genzoo.run.folder import write_run_files
-from genzoo.run.scripts import refuse_run_overrides, require_ckpt
+from genzoo.run.scripts import refuse_run_overrides, require_ckpt, run_hydra_app
+from genzoo.schema import check_config
 
 log = logging.getLogger(__name__)
-
-
-def whole_number(cfg: DictConfig, key: str, what: str, example: int, least: int | None = None) -> int:
-    """``cfg[key]`` as an int; a string or a fraction from the command line stops with one sentence instead of
-    int()'s ValueError (or a silent truncation), and so does a value below ``least``."""
-    value = cfg[key]
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise GenzooError(f"{key}={value} is not a whole number: give {what}, e.g. {key}={example}.")
-    if least is not None and value < least:
-        raise GenzooError(f"{key}={value} is below {least}: give {what}, e.g. {key}={example}.")
-    return value
 
 
 def draw(cfg: DictConfig) -> Path:
     require_ckpt(cfg, "genzoo-sample")
     refuse_run_overrides(cfg, "genzoo-sample")
-    n = whole_number(cfg, "n", "the number of samples", 64, least=1)
-    batch_size = whole_number(cfg, "batch_size", "the number of samples drawn at once", 256, least=1)
-    seed = whole_number(cfg, "seed", "the seed of the samples", 0)
-    if cfg.nrow is not None:
-        whole_number(cfg, "nrow", "the images per row of the grid (or null: square)", 8, least=1)
+    check_config(cfg, "genzoo-sample")
+    n, batch_size, seed = cfg.n, cfg.batch_size, cfg.seed
     ckpt, run = find_run_checkpoint(str(cfg.ckpt))
     model = load_model(ckpt, OmegaConf.load(run / "config.yaml"))
     device = cfg.device if cfg.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
@@ -69,8 +56,12 @@ def draw(cfg: DictConfig) -> Path:
 
 
 @hydra.main(version_base="1.3", config_path="pkg://genzoo.conf", config_name="sample")
-def main(cfg: DictConfig) -> None:
+def hydra_main(cfg: DictConfig) -> None:
     draw(cfg)
+
+
+def main() -> None:
+    run_hydra_app(hydra_main)
 
 
 if __name__ == "__main__":

@@ -5,29 +5,45 @@
     genzoo-train -m model=pixelcnn,gated_pixelcnn seed=0,1
     genzoo-train resume=outputs/runs/2026-11-25_12-00-00_a1b2c3
 
-Config → checks → run folder → data, model, loggers, callbacks → fit → test on the best checkpoint.
+Config → checks → run folder → data, model, loggers, callbacks → fit → test on the best checkpoint. A config that
+is refused leaves no folder; a run folder takes one process at a time.
 """
 
 from __future__ import annotations
 
 import errno
 import sys
+from pathlib import Path
 
 import hydra
+from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 from pytorch_lightning.callbacks import LearningRateMonitor
 
 from genzoo.config import build
 from genzoo.errors import GenzooError
 from genzoo.resume import in_place_args, resume_callbacks, resumed_config, training_left
-from genzoo.run.checkpoints import AtomicCheckpointIO
+from genzoo.run.checkpoints import AtomicCheckpointIO, check_weights_fit
 from genzoo.run.folder import open_run
+from genzoo.run.guard import discard_fresh_folder, hold_run_folder, refuse_existing_run
 from genzoo.run.loggers import finish_wandb
 from genzoo.run.process import check_accelerator, check_model_fits_data, check_strategy, start_process, strategy_for
+from genzoo.run.scripts import run_hydra_app
+from genzoo.schema import check_config
 
 
 def train(cfg: DictConfig) -> float | None:
-    ckpt_path = None
+    hydra_dir = Path(HydraConfig.get().runtime.output_dir) if HydraConfig.initialized() else None
+    try:
+        return train_in_folder(cfg, hydra_dir)
+    except BaseException:
+        if hydra_dir is not None:  # a refused run leaves no folder of Hydra's files behind
+            discard_fresh_folder(hydra_dir, HydraConfig.get().job.name)
+        raise
+
+
+def train_in_folder(cfg: DictConfig, hydra_dir: Path | None) -> float | None:
+    ckpt_path = state = None
     if cfg.get("resume"):
         cfg, ckpt_path, state = resumed_config(cfg)
         done = training_left(state, cfg.trainer)
@@ -37,6 +53,14 @@ def train(cfg: DictConfig) -> float | None:
             print(f"{ckpt_path} has {done}, so there is nothing left to train and the run is left as it is: to "
                   f"train longer, resume with a larger trainer.max_epochs (or trainer.max_steps).", file=sys.stderr)
             return None
+    elif hydra_dir is not None:
+        refuse_existing_run(hydra_dir)
+    check_config(cfg, "genzoo-train")
+    with hold_run_folder(Path(cfg.paths.run_dir), "genzoo-train"):
+        return fit_and_test(cfg, ckpt_path, state)
+
+
+def fit_and_test(cfg: DictConfig, ckpt_path, state: dict | None) -> float | None:
     check_strategy(cfg)
     check_accelerator(cfg, resumed=ckpt_path is not None)
 
@@ -45,6 +69,9 @@ def train(cfg: DictConfig) -> float | None:
     datamodule = build(cfg.data, "data")
     model = build(cfg.model, "model")
     check_model_fits_data(model, datamodule)
+    if ckpt_path is not None:
+        check_weights_fit(model, state["state_dict"], ckpt_path, "resume from a checkpoint of this run, and leave out "
+                          "overrides that change the model's networks (or start a new run)")
     strategy_for(trainer_cfg, model)
 
     run_dir, loggers = open_run(cfg)
@@ -84,8 +111,7 @@ def hydra_main(cfg: DictConfig) -> float | None:
 
 
 def main() -> None:
-    sys.argv[1:] = in_place_args(sys.argv[1:])
-    hydra_main()
+    run_hydra_app(hydra_main, in_place_args)
 
 
 if __name__ == "__main__":

@@ -95,13 +95,32 @@ def find_run_checkpoint(path: str) -> tuple[Path, Path]:
     return ckpt, run_dir
 
 
+def check_weights_fit(model, state_dict: dict, ckpt: Path, fix: str) -> None:
+    """Stop with one sentence when the checkpoint's tensors are not the model's (names and shapes), before
+    anything is written: ``load_state_dict`` would list every missing key in a traceback."""
+    own = model.state_dict()
+    missing = [k for k in own if k not in state_dict]
+    unexpected = [k for k in state_dict if k not in own]
+    resized = [k for k in own if k in state_dict and tuple(state_dict[k].shape) != tuple(own[k].shape)]
+    if not (missing or unexpected or resized):
+        return
+    parts = []
+    if missing:
+        parts.append(f"{len(missing)} of the model's tensors are missing, e.g. {missing[0]}")
+    if unexpected:
+        parts.append(f"{len(unexpected)} are not the model's, e.g. {unexpected[0]}")
+    if resized:
+        k = resized[0]
+        parts.append(f"{len(resized)} have another shape, e.g. {k} is {list(state_dict[k].shape)} there and "
+                     f"{list(own[k].shape)} in the model")
+    raise GenzooError(f"The weights in {ckpt} do not fit the model of {type(model).__name__}'s config "
+                      f"({'; '.join(parts)}): {fix}.")
+
+
 def load_model(ckpt: Path, saved: DictConfig):
     """The model of the saved config with the checkpoint's weights; one sentence when either is wrong."""
     state = read_checkpoint(ckpt)["state_dict"]
     model = build(saved.model, "model")
-    try:
-        model.load_state_dict(state)
-    except RuntimeError as e:
-        raise GenzooError(f"The weights in {ckpt} do not fit the model its config.yaml describes "
-                          f"({str(e).splitlines()[0][:120]}): give the checkpoint of that run.") from None
+    check_weights_fit(model, state, ckpt, "give the checkpoint of the run whose config.yaml is beside it")
+    model.load_state_dict(state)
     return model

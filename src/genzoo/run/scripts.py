@@ -1,8 +1,15 @@
-"""Arguments that the scripts reading a trained run (``genzoo-eval``, ``genzoo-sample``) check alike."""
+"""What the scripts check alike: the command line Hydra reads, and the arguments of the scripts that read a trained
+run (``genzoo-eval``, ``genzoo-sample``)."""
 
 from __future__ import annotations
 
+import sys
+from collections.abc import Callable
+from typing import Any
+
 from hydra.core.hydra_config import HydraConfig
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf
 
 from genzoo.errors import GenzooError
@@ -31,3 +38,53 @@ def refuse_run_overrides(cfg: DictConfig, script: str) -> None:
     raise GenzooError(f"{script} takes the model and data from the run's config.yaml, so '{override}' cannot "
                       "change them (another model, or other data, for a trained run is not supported): remove the "
                       "override, or train a run with the model and data you want.")
+
+
+def run_hydra_app(app: Callable[[], Any], rewrite: Callable[[list[str]], list[str]] | None = None) -> None:
+    """Run a ``@hydra.main`` app after checking that Hydra can read every override on the command line (its
+    parser's message names a grammar rule, not the fix); ``rewrite`` may add arguments first (``resume=``)."""
+    message = unreadable_override(sys.argv[1:])
+    if message is not None:
+        print(message, file=sys.stderr)
+        sys.exit(2)
+    if rewrite is not None:
+        sys.argv[1:] = rewrite(sys.argv[1:])
+    app()
+
+
+def unreadable_override(args: list[str]) -> str | None:
+    """One sentence for the first override Hydra's grammar cannot read, or that sweeps outside a multirun."""
+    from hydra._internal.utils import get_args_parser  # Hydra's own command line: which arguments are overrides
+
+    parsed, _ = get_args_parser().parse_known_args(args)
+    parser = OverridesParser.create()
+    for arg in parsed.overrides:
+        key, _, value = arg.partition("=")
+        quote = "'" if '"' in value else '"'
+        quoted = f"{key}={quote}{value}{quote}"
+        try:
+            override = parser.parse_override(arg)
+        except HydraException:  # the grammar's errors (OverrideParseException is one)
+            return (f"Hydra cannot read the override {arg}: quote its value inside the argument, {quoted}, "
+                    f"and the whole argument for the shell (quotes, brackets, braces, parentheses, '=', '#' and "
+                    f"spaces in a value need it).")
+        if override.is_sweep_override() and not parsed.multirun:
+            return (f"The override {arg} lists several values, which only a sweep runs: add -m to run one job per "
+                    f"value, or quote the value, {quoted}, if the commas belong to it.")
+        group = override.key_or_group.lstrip("+~")
+        choices = group_choices().get(group)
+        if choices and not override.is_sweep_override() and not override.is_delete():
+            choice = override.value()
+            if choice is not None and str(choice) not in choices:
+                return (f"{group}={choice} is not one of genzoo's {group} configs: choose one of "
+                        f"{', '.join(sorted(choices))}.")
+    return None
+
+
+def group_choices() -> dict[str, set[str]]:
+    """The config groups of genzoo's tree and the names of their YAML files (``model``: pixelcnn, vae, …)."""
+    from importlib.resources import files
+
+    root = files("genzoo.conf")
+    return {d.name: {f.name[:-5] for f in d.iterdir() if f.name.endswith(".yaml")}
+            for d in root.iterdir() if d.is_dir() and not d.name.startswith(("_", "."))}
