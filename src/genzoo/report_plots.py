@@ -78,7 +78,7 @@ def plot_samples(groups, path: Path) -> Path | None:
     """The latest sample grid of each group's first run that has one, side by side."""
     grids = []
     for group in groups:
-        grid = next((g for r in group.runs if (g := r.sample_grid()) is not None), None)
+        grid = next((r.grid for r in group.runs if r.grid is not None), None)
         if grid is not None:
             grids.append((group.label, grid))
     if not grids:
