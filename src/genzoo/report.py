@@ -8,7 +8,9 @@ Everything comes from the runs' own files (``config.yaml``, ``metrics.jsonl``, `
 ``.hydra/overrides.yaml``), so it works offline and whatever logger the runs used. Runs are grouped by the swept
 keys — the overrides that differ between runs (or, without Hydra's record, the config values that differ) — with
 ``seed`` left out, so each group's final metrics are a mean ± sample standard deviation over its seeds. Where the
-experiment's config names ``published`` numbers, they stand beside the group's own.
+experiment's config names ``published`` numbers, they stand beside the group's own. A folder it cannot read wholly
+(a line a kill cut in half, an empty, unreadable or not-UTF-8 file, a link to nowhere) is never averaged in: the
+report lists it under "Left out" with the file and what is wrong (``genzoo.report_read``).
 """
 
 from __future__ import annotations
@@ -19,37 +21,17 @@ import math
 import re
 import statistics
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-import yaml
-
+from genzoo.report_read import Damaged, Run, find_run_folders, natural, os_reason, read_run, read_sweeps, real
 from genzoo.report_render import render_html, render_markdown
 
 # Config keys that differ between runs without being a choice of the experimenter (folders, ids, the numbers an
 # experiment quotes).
 IGNORED_PREFIXES = ("paths.", "logger.", "hydra.", "resume", "task_name", "published", "reached")
 IGNORED_SUFFIXES = ("dir", "dirpath", "_path")
-SAMPLE_GRID = re.compile(r"^epoch_(\d+)\.png$")
-
-
-@dataclass
-class Run:
-    path: Path
-    config: dict
-    final: dict
-    history: list[dict]
-    overrides: list[str] | None
-
-    @property
-    def seed(self):
-        return self.config.get("seed")
-
-    def sample_grid(self) -> Path | None:
-        """The latest ``samples/epoch_NNN.png`` the SampleGrid callback wrote, if any."""
-        grids = [(int(m.group(1)), p) for p in (self.path / "samples").glob("epoch_*.png")
-                 if (m := SAMPLE_GRID.match(p.name))]
-        return max(grids)[1] if grids else None
+PROBE_ACC = r"probe/acc_\d+(\.\d+)?pct$"  # the linear probe's accuracy with that percentage of the labels
 
 
 @dataclass
@@ -68,37 +50,13 @@ class Group:
         return [r.seed for r in self.runs]
 
 
-def read_json_lines(path: Path) -> list[dict]:
-    if not path.is_file():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-
-
-def load_run(path: Path) -> Run:
-    config = yaml.safe_load((path / "config.yaml").read_text()) or {}
-    final = json.loads((path / "metrics.json").read_text()) if (path / "metrics.json").is_file() else {}
-    overrides_file = path / ".hydra" / "overrides.yaml"
-    overrides = yaml.safe_load(overrides_file.read_text()) if overrides_file.is_file() else None
-    return Run(path, config, final, read_json_lines(path / "metrics.jsonl"), overrides)
-
-
-def find_runs(root: Path) -> list[Run]:
-    """The run folders at or under ``root``: each holds a genzoo config.yaml (Hydra's .hydra/ copies left out)."""
-    if (root / "config.yaml").is_file():
-        return [load_run(root)]
-    dirs = sorted({p.parent for p in root.rglob("config.yaml")
-                   if ".hydra" not in p.relative_to(root).parts and "wandb" not in p.relative_to(root).parts},
-                  key=lambda p: [int(s) if s.isdigit() else s for s in re.split(r"(\d+)", str(p))])
-    return [load_run(d) for d in dirs]
-
-
 def flatten(node, prefix: str = "") -> dict[str, object]:
     if isinstance(node, dict):
         out = {}
         for k, v in node.items():
             out.update(flatten(v, f"{prefix}{k}."))
         return out
-    return {prefix[:-1]: json.dumps(node) if isinstance(node, (list, dict)) else node}
+    return {prefix[:-1]: json.dumps(node, default=str) if isinstance(node, (list, dict)) else node}
 
 
 def is_seed(key: str) -> bool:
@@ -172,7 +130,7 @@ def summary_keys(runs: list[Run]) -> list[str]:
     """Final metrics worth a column: test metrics, probe accuracies of the encoder, the best monitored value."""
     keys = {k for r in runs for k, v in r.final.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
     test = sorted(k for k in keys if k.startswith("test/") and not k.endswith("_step"))
-    probe = sorted((k for k in keys if re.match(r"probe/acc_[\d.]+pct$", k)),
+    probe = sorted((k for k in keys if re.match(PROBE_ACC, k)),
                    key=lambda k: float(re.findall(r"[\d.]+", k)[0]))
     return test + probe + [k for k in ("best_score", "time_s") if k in keys]
 
@@ -189,7 +147,7 @@ def metric_value(run: Run, key: str) -> float | None:
         return float(value)
     if key.endswith("nats"):
         bpd = run.final.get(key[: -len("nats")] + "bpd")
-        shape = (run.config.get("data") or {}).get("shape")
+        shape = mapping(run.config, "data").get("shape")  # checked by report_read
         if isinstance(bpd, (int, float)) and shape:
             return float(bpd) * math.prod(shape) * math.log(2)
     return None
@@ -214,43 +172,67 @@ def published_rows(groups: list[Group]) -> list[dict]:
     return rows
 
 
+def mapping(node, key: str) -> dict:
+    """``node[key]`` where both are mappings, else {}: for the optional parts of a config the report looks up."""
+    value = node.get(key) if isinstance(node, dict) else None
+    return value if isinstance(value, dict) else {}
+
+
 def build_report(root: Path, out: Path) -> dict:
     from genzoo.report_plots import plot_curves, plot_probe, plot_samples
 
-    found = find_runs(root)
-    if not found:
+    try:
+        folders, left_out = find_run_folders(root)
+    except Damaged as why:
+        raise SystemExit(f"genzoo-report: {why}: give a folder you can read.") from None
+    if not folders and not left_out:
         raise SystemExit(f"genzoo-report: no run folders (folders with a config.yaml) under {root}: give a "
                          "run folder or a sweep folder of genzoo-train.")
     # genzoo.sweeps' record of the sweep (or of each sweep, for a folder of sweeps)
-    jobs = [j for f in sorted([*root.glob("sweep.json"), *root.glob("*/sweep.json")])
-            for j in json.loads(f.read_text()).get("jobs", [])]
+    jobs, unreadable_records = read_sweeps(root)
     failed = [j for j in jobs if j.get("status") == "failed"]
+    failed_dirs = {real(j["run_dir"]) for j in failed if j.get("run_dir")}
+    completed_dirs = {real(j["run_dir"]) for j in jobs
+                      if j.get("status") == "completed" and j.get("run_dir")}
+    found: list[Run] = []
+    for folder in folders:
+        read = read_run(folder, recorded_complete=real(folder) in completed_dirs)
+        (found if isinstance(read, Run) else left_out).append(read)
+    # A folder that cannot be read wholly is never averaged in; a failed job's folder is listed with its error.
+    left_out.sort(key=lambda o: natural(str(o.path)))
+    unreadable = [{"run": str(o.path), "reason": o.reason} for o in left_out if real(o.path) not in failed_dirs]
+    unreadable += [{"run": str(o.path), "reason": o.reason} for o in unreadable_records]
     # Only finished runs (their metrics.json written) enter the table: a failed, killed or running one would
     # bring its partial numbers, or none, and the keys it was started with, into the grouping. One run folder
     # given on its own is reported whatever its state, to watch it.
-    runs = [r for r in found if r.final or r.path == root]
-    if not runs:
+    runs = [r if r.final is not None else replace(r, final={})
+            for r in found if r.final is not None or r.path == root]
+    if not runs and not unreadable:
         raise SystemExit(f"genzoo-report: none of the {len(found)} run folders under {root} has finished (no "
                          "metrics.json): give one of them to see its progress.")
-    failed_dirs = {Path(j["run_dir"]).resolve() for j in failed if j.get("run_dir")}
     kept = {r.path for r in runs}
-    unfinished = [{"run": str(r.path), "epochs": len({line["epoch"] for line in r.history if "epoch" in line})}
-                  for r in found if r.path not in kept and r.path.resolve() not in failed_dirs]
+    unfinished = [{"run": str(r.path), "epochs": len({line["epoch"] for line in r.history})}
+                  for r in found if r.path not in kept and real(r.path) not in failed_dirs]
     groups, group_keys = group_runs(runs)
     columns = summary_keys(runs)
     rows = [{"group": dict(g.key), "label": g.label, "seeds": g.seeds, "runs": [str(r.path) for r in g.runs],
              "metrics": {k: summarise(g, k) for k in columns}} for g in groups]
-    out.mkdir(parents=True, exist_ok=True)
-    plots = [p for p in (plot_curves(groups, out / "curves.png"), plot_samples(groups, out / "samples.png"),
-                         plot_probe(groups, out / "probe.png")) if p is not None]
-    wandb_cfg = ((runs[0].config.get("logger") or {}).get("wandb") or {})
+    wandb_cfg = mapping(mapping(runs[0].config, "logger"), "wandb") if runs else {}
     report = {"root": str(root), "group_keys": group_keys, "columns": columns, "rows": rows,
               "wandb": {"project": wandb_cfg.get("project") or "genzoo", "entity": wandb_cfg.get("entity")},
-              "published": published_rows(groups), "failed": failed, "unfinished": unfinished,
-              "plots": [p.name for p in plots]}
-    (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
-    (out / "report.md").write_text(render_markdown(report))
-    (out / "report.html").write_text(render_html(report))
+              "published": published_rows(groups), "failed": failed, "unreadable": unreadable,
+              "unfinished": unfinished, "plots": []}
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        plots = [p for p in (plot_curves(groups, out / "curves.png"), plot_samples(groups, out / "samples.png"),
+                             plot_probe(groups, out / "probe.png")) if p is not None]
+        report["plots"] = [p.name for p in plots]
+        (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
+        (out / "report.md").write_text(render_markdown(report))
+        (out / "report.html").write_text(render_html(report))
+    except OSError as error:
+        raise SystemExit(f"genzoo-report: cannot write the report to {out} ({os_reason(error)}): give --out a "
+                         "folder you can write to.") from None
     return report
 
 
@@ -280,16 +262,24 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--wandb", action=argparse.BooleanOptionalAction, default=None,
                         help="also log to W&B (default: only when W&B credentials are configured)")
     args = parser.parse_args(argv)
-    root = args.path.expanduser().resolve()
+    root = real(args.path.expanduser())
+    if not root.exists():
+        parser.error(f"{args.path} does not exist: give a run folder or a sweep folder of genzoo-train")
     if not root.is_dir():
-        parser.error(f"{args.path} is not a folder: give a run folder or a sweep folder of genzoo-train")
-    out = (args.out or root).expanduser().resolve()
+        parser.error(f"{args.path} is a file, not a folder: give a run folder or a sweep folder of genzoo-train")
+    out = real((args.out or root).expanduser())
     report = build_report(root, out)
     n_groups, n_runs = len(report["rows"]), sum(len(r["runs"]) for r in report["rows"])
     print(f"{n_groups} group{'s' * (n_groups != 1)} of {n_runs} run{'s' * (n_runs != 1)} → "
           f"{out / 'report.md'}, {out / 'report.html'}" + "".join(f", {p}" for p in report["plots"]))
     if report["failed"]:
         print(f"{len(report['failed'])} failed jobs are listed in the report.", file=sys.stderr)
+    for entry in report["unreadable"]:
+        print(f"left out {entry['run']}: {entry['reason']}", file=sys.stderr)
+    if not report["rows"]:
+        print(f"genzoo-report: no run folder under {root} could be read wholly: the report lists each under "
+              "'Left out' with its reason; mend or remove those folders and report again.", file=sys.stderr)
+        return 1
 
     from genzoo.run.loggers import wandb_credentials, wandb_mode
 

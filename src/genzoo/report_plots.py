@@ -6,6 +6,7 @@ matplotlib's object API (``Figure`` without pyplot) needs no display and keeps n
 
 from __future__ import annotations
 
+import math
 import re
 import statistics
 import textwrap
@@ -17,11 +18,17 @@ from PIL import Image
 
 # Validation curves drawn first when present: likelihoods, then sample quality.
 PREFERRED = ["val/bpd", "val/elbo_bpd", "val/fid", "val/kid", "val/is", "val/mse"]
+PROBE_ACC = re.compile(r"probe/acc_(\d+(\.\d+)?)pct$")
+
+
+def finite(value) -> bool:
+    """A number a curve can draw: a diverged value (NaN, ∞) would leave the axis without limits."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def curve_keys(groups) -> list[str]:
     keys = {k for g in groups for r in g.runs for line in r.history for k, v in line.items()
-            if k.startswith("val/") and not k.endswith("_step") and isinstance(v, (int, float))}
+            if k.startswith("val/") and not k.endswith("_step") and finite(v)}
     return [k for k in PREFERRED if k in keys] + sorted(keys - set(PREFERRED))
 
 
@@ -44,7 +51,7 @@ def plot_curves(groups, path: Path) -> Path | None:
             by_epoch: dict[int, list[float]] = {}
             for run in group.runs:
                 for line in run.history:
-                    if isinstance(line.get(key), (int, float)):
+                    if finite(line.get(key)):
                         by_epoch.setdefault(int(line["epoch"]) + 1, []).append(float(line[key]))
             if not by_epoch:
                 continue
@@ -78,7 +85,7 @@ def plot_samples(groups, path: Path) -> Path | None:
     """The latest sample grid of each group's first run that has one, side by side."""
     grids = []
     for group in groups:
-        grid = next((g for r in group.runs if (g := r.sample_grid()) is not None), None)
+        grid = next((r.grid for r in group.runs if r.grid is not None), None)
         if grid is not None:
             grids.append((group.label, grid))
     if not grids:
@@ -99,8 +106,8 @@ def plot_samples(groups, path: Path) -> Path | None:
 
 
 def probe_fractions(groups) -> list[str]:
-    keys = {k for g in groups for r in g.runs for k in r.final if re.match(r"probe/acc_[\d.]+pct$", k)}
-    return sorted((k[len("probe/acc_"):] for k in keys), key=lambda s: float(s[:-3]))
+    percents = {m.group(1) for g in groups for r in g.runs for k in r.final if (m := PROBE_ACC.match(k))}
+    return [f"{p}pct" for p in sorted(percents, key=float)]
 
 
 def plot_probe(groups, path: Path) -> Path | None:
@@ -116,7 +123,7 @@ def plot_probe(groups, path: Path) -> Path | None:
     width = 0.8 / len(probed)
 
     def values(group, key):
-        return [float(r.final[key]) for r in group.runs if isinstance(r.final.get(key), (int, float))]
+        return [float(r.final[key]) for r in group.runs if finite(r.final.get(key))]
 
     for i, group in enumerate(probed):
         means, stds = [], []

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import html
 
+NO_ROWS = "No run folder could be read wholly: each is listed under 'Left out' with the reason."
+
 
 def number(value: float) -> str:
     """Enough digits to compare runs: 3 decimals below 10 (bits/dim, accuracies), fewer for larger numbers."""
@@ -34,11 +36,14 @@ def tables(report: dict) -> list[tuple[str, list[str], list[list[str]]]]:
         out.append(("Published (or earlier reached) numbers beside ours",
                     ["group", "metric", "ours", "theirs", "kind", "units", "data", "source"],
                     [[p["group"], p["metric"], mean_pm_std(p["ours"]), number(float(p["value"])), p["kind"],
-                      p["units"], p["data"], p["source"]] for p in report["published"]]))
+                      p.get("units", ""), p.get("data", ""), p.get("source", "")] for p in report["published"]]))
     if report["failed"]:
         out.append(("Failed jobs", ["job", "overrides", "error"],
-                    [[f"#{j['num']}", " ".join(j.get("overrides") or []), j.get("error") or ""]
+                    [[f"#{j.get('num', '?')}", " ".join(map(str, j.get("overrides") or [])), j.get("error") or ""]
                      for j in report["failed"]]))
+    if report.get("unreadable"):
+        out.append(("Left out: folders that cannot be read wholly (never averaged in)", ["folder", "reason"],
+                    [[u["run"], u["reason"]] for u in report["unreadable"]]))
     if report.get("unfinished"):
         out.append(("Left out: runs without final metrics (failed, killed or still running)",
                     ["run", "epochs logged"], [[u["run"], u["epochs"]] for u in report["unfinished"]]))
@@ -49,6 +54,8 @@ def render_markdown(report: dict) -> str:
     lines = [f"# genzoo report: {report['root']}", ""]
     if report["group_keys"]:
         lines += [f"Grouped by {', '.join(f'`{k}`' for k in report['group_keys'])}; seeds averaged over.", ""]
+    if not report["rows"]:
+        lines += [NO_ROWS, ""]
     for title, header, rows in tables(report):
         lines += [f"## {title}", "", "| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
         lines += ["| " + " | ".join(str(c).replace("|", "\\|") for c in row) + " |" for row in rows]
@@ -68,6 +75,8 @@ def render_html(report: dict) -> str:
              f"<h1>genzoo report: {e(report['root'])}</h1>"]
     if report["group_keys"]:
         parts.append(f"<p>Grouped by {e(', '.join(report['group_keys']))}; seeds averaged over.</p>")
+    if not report["rows"]:
+        parts.append(f"<p>{e(NO_ROWS)}</p>")
     for title, header, rows in tables(report):
         parts.append(f"<h2>{e(title)}</h2><table><tr>" + "".join(f"<th>{e(h)}</th>" for h in header) + "</tr>")
         parts += ["<tr>" + "".join(f"<td>{e(str(c))}</td>" for c in row) + "</tr>" for row in rows]
