@@ -73,7 +73,7 @@ def hydra_main(cfg: DictConfig) -> None:
 
 
 def main() -> None:
-    run_hydra_app(hydra_main)
+    run_hydra_app(hydra_main, "eval")
 
 
 if __name__ == "__main__":

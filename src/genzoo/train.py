@@ -111,7 +111,7 @@ def hydra_main(cfg: DictConfig) -> float | None:
 
 
 def main() -> None:
-    run_hydra_app(hydra_main, in_place_args)
+    run_hydra_app(hydra_main, "train", in_place_args)
 
 
 if __name__ == "__main__":

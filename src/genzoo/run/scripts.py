@@ -3,6 +3,8 @@ run (``genzoo-eval``, ``genzoo-sample``)."""
 
 from __future__ import annotations
 
+import difflib
+import re
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -40,10 +42,12 @@ def refuse_run_overrides(cfg: DictConfig, script: str) -> None:
                       "override, or train a run with the model and data you want.")
 
 
-def run_hydra_app(app: Callable[[], Any], rewrite: Callable[[list[str]], list[str]] | None = None) -> None:
+def run_hydra_app(app: Callable[[], Any], config_name: str,
+                  rewrite: Callable[[list[str]], list[str]] | None = None) -> None:
     """Run a ``@hydra.main`` app after checking that Hydra can read every override on the command line (its
-    parser's message names a grammar rule, not the fix); ``rewrite`` may add arguments first (``resume=``)."""
-    message = unreadable_override(sys.argv[1:])
+    parser's message names a grammar rule, not the fix) and that each sets a key the config has (Hydra's message
+    for one it lacks is five lines); ``rewrite`` may add arguments first (``resume=``)."""
+    message = unreadable_override(sys.argv[1:]) or unknown_key(config_name, sys.argv[1:])
     if message is not None:
         print(message, file=sys.stderr)
         sys.exit(2)
@@ -88,3 +92,35 @@ def group_choices() -> dict[str, set[str]]:
     root = files("genzoo.conf")
     return {d.name: {f.name[:-5] for f in d.iterdir() if f.name.endswith(".yaml")}
             for d in root.iterdir() if d.is_dir() and not d.name.startswith(("_", "."))}
+
+
+def unknown_key(config_name: str, args: list[str]) -> str | None:
+    """One sentence for a plain ``key=value`` whose key the composed config lacks (Hydra wants ``+key=value``)."""
+    from hydra import compose, initialize_config_module
+    from hydra._internal.utils import get_args_parser
+
+    parsed, _ = get_args_parser().parse_known_args(args)
+    if parsed.multirun or parsed.config_name or not parsed.overrides:
+        return None
+    try:
+        with initialize_config_module("genzoo.conf", version_base="1.3"):
+            compose(config_name, overrides=parsed.overrides)
+        return None
+    except Exception as e:  # noqa: BLE001 - anything else is Hydra's to report, in its own words
+        match = re.search(r"Could not override '([^']+)'", str(e))
+        if not match or "is not in struct" not in f"{e} {e.__cause__}":
+            return None
+    key = match.group(1)
+    parent, _, name = key.rpartition(".")
+    arg = next(a for a in parsed.overrides if a.startswith(key + "="))
+    rest = [a for a in parsed.overrides if a != arg]
+    try:
+        with initialize_config_module("genzoo.conf", version_base="1.3"):
+            node = OmegaConf.select(compose(config_name, overrides=rest), parent) if parent else None
+        close = difflib.get_close_matches(name, list(node) if isinstance(node, DictConfig) else [], n=1)
+    except Exception:  # noqa: BLE001 - the suggestion is a courtesy
+        close = []
+    hint = f" (did you mean {parent}.{close[0]}?)" if close else ""
+    where = f"the {parent} config" if parent else "the config"
+    return (f"{key} is not in {where}, so {arg} has nothing to override{hint}: check the spelling, or add the key "
+            f"with +{arg} if {parent or 'the script'} takes it.")

@@ -1,0 +1,303 @@
+"""The catalogue of bad inputs and faults, as a new user meets them: one table, run through one helper.
+
+Each case is a command line of an entry point, what must come of it — refused with one sentence matching a
+pattern, accepted, or accepted with a warning matching one — and what must not exist afterwards: a refused command
+leaves no run folder, no W&B run and no checkpoint, and a refused command against an existing run changes none of
+its files. The scripts run in-process through their real ``main`` (Hydra's app, its callbacks, its exit codes),
+which costs a fraction of a subprocess per case; ``test_refusals_from_the_installed_script`` runs a few as real
+processes for the exit code and the absence of a traceback.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+import torch
+
+import genzoo.eval
+import genzoo.report
+import genzoo.sample
+import genzoo.train
+
+MAINS = {"genzoo-train": genzoo.train.main, "genzoo-eval": genzoo.eval.main,
+         "genzoo-sample": genzoo.sample.main, "genzoo-report": genzoo.report.main}
+TINY = ["debug=smoke", "logger=csv", "callbacks.fidelity=null", "model.net.channels=8", "model.net.blocks=1",
+        "model.net.head_channels=16"]
+HYDRA_LINES = ("Error executing job with overrides", "Set the environment variable HYDRA_FULL_ERROR")
+LOG_LINE = re.compile(r"^\[\d{4}-\d\d-\d\d [\d:,]+\]\[[\w.]+\]\[\w+\] - ")
+
+
+@dataclass
+class Case:
+    """``args`` may name ``{run}`` (a copy of a trained run), ``{sweep}`` (a sweep folder holding it), ``{work}``
+    (the case's folder) and ``{file}`` (a plain file in it). ``expect``: refused | accepted | warned."""
+
+    cls: str
+    args: list[str]
+    expect: str
+    pattern: str = ""
+    script: str = "genzoo-train"
+    leaves: str = "nothing"  # refused: nothing | its run folder without checkpoints (a run stopped in training)
+    holds_lock: bool = False  # another process holds {run}'s lock while the case runs
+    damage: str | None = None  # what to do to {run} first: see damage()
+    id: str = field(default="")
+
+
+def case(cls, expect, pattern, *args, **kw) -> Case:
+    return Case(cls, list(args), expect, pattern, **kw)
+
+
+CASES = [
+    # ---- 1. the schema: types, ranges and names, before anything exists ----------------------------------------
+    case("schema", "refused", r"^seed='abc' is not allowed: seed takes an integer ≥ 0", "seed=abc"),
+    case("schema", "refused", r"^seed=-1 is out of range", "seed=-1"),
+    case("schema", "refused", r"^seed=1\.5 is not allowed", "seed=1.5"),
+    case("schema", "refused", r"^trainer\.max_epochs='abc' is not allowed: .*an integer ≥ -1", "trainer.max_epochs=abc"),
+    case("schema", "refused", r"^trainer\.max_epochs=2\.5 is not allowed", "trainer.max_epochs=2.5"),
+    case("schema", "refused", r"^model\.lr=-1 is out of range: model\.lr takes a number > 0", "model.lr=-1"),
+    case("schema", "refused", r"^model\.lr=0 is out of range", "model.lr=0"),
+    case("schema", "refused", r"^model\.lr='fast' is not allowed: model\.lr takes a number", "model.lr=fast"),
+    case("schema", "refused", r"^data\.batch_size=0 is out of range: .*integer ≥ 1", "data.batch_size=0"),
+    case("schema", "refused", r"^data\.batch_size=-3 is out of range", "data.batch_size=-3"),
+    case("schema", "refused", r"^data\.num_workers=-1 is out of range: .*≥ 0", "data.num_workers=-1"),
+    case("schema", "refused", r"^data\.split_seed=-1 is out of range", "data.split_seed=-1"),
+    case("schema", "refused", r"^model\.net\.channels=-4 is out of range: .*integer ≥ 1", "model.net.channels=-4"),
+    case("schema", "refused", r"^model\.net\.channels=0 is out of range", "model.net.channels=0"),
+    case("schema", "refused", r"^model\.net\.dropout=1\.5 is out of range: .*≥ 0 and < 1", "model.net.dropout=1.5"),
+    case("schema", "refused", r"^model\.net\.bottleneck='maybe' is not allowed: .*true or false",
+         "model.net.bottleneck=maybe"),
+    case("schema", "refused", r"^model\.weight_decay=-0\.1 is out of range", "model.weight_decay=-0.1"),
+    case("schema", "refused", r"^model\.scheduler='cosine' is not allowed: .*one of 'onecycle', 'none'",
+         "model.scheduler=cosine"),
+    case("schema", "refused", r"^model\.mode='best' is not allowed: .*'min', 'max'", "model.mode=best"),
+    case("schema", "refused", r"^test='maybe' is not allowed: test takes true or false", "test=maybe"),
+    case("schema", "refused", r"^trainer\.precision=17 is not allowed", "trainer.precision=17"),
+    case("schema", "refused", r"^trainer\.log_every_n_steps=0 is out of range", "trainer.log_every_n_steps=0"),
+    case("schema", "refused", r"^trainer\.accumulate_grad_batches=0 is out of range",
+         "trainer.accumulate_grad_batches=0"),
+    case("schema", "refused", r"^trainer\.torch_threads=0 is out of range", "trainer.torch_threads=0"),
+    case("schema", "refused", r"^sede is not a genzoo-train option \(did you mean seed\?\)", "+sede=1"),
+    case("schema", "refused", r"^model\.lrr is not an option of PixelCNN \(did you mean lr\?\)", "+model.lrr=1"),
+    case("schema", "refused", r"^trainer\.max_epoch is not an option of Trainer \(did you mean max_epochs\?\)",
+         "+trainer.max_epoch=3"),
+    case("schema", "refused", r"^paths\.cahce_dir is not a paths option \(did you mean cache_dir\?\)",
+         "+paths.cahce_dir=x"),
+    case("schema", "refused", r"^data\.batchsize is not an option of DigitsDataModule", "+data.batchsize=3"),
+    case("schema", "refused", r"^callbacks\.fidelity\.n=0 is out of range", "callbacks.fidelity.n=0"),
+    case("schema", "refused", r"^callbacks\.sample_grid\.every_n_epochs=-1 is out of range",
+         "callbacks.sample_grid.every_n_epochs=-1"),
+    case("schema", "refused", r"^model\.beta=-1 is out of range", "model=vae", "model.beta=-1"),
+    case("schema", "refused", r"^model\.z_dim=0 is out of range", "model=vae", "model.z_dim=0"),
+    case("schema", "refused", r"^model\.d_steps=0 is out of range", "model=dcgan", "model.d_steps=0"),
+    case("schema", "refused", r"^model\.ema_decay=1\.0 is out of range: .*< 1", "model=dcgan", "model.ema_decay=1.0"),
+    case("schema", "refused", r"^model\.label_smoothing=1 is out of range", "model=dcgan", "model.label_smoothing=1"),
+    case("schema", "refused", r"^model\.generator\.width=0 is out of range", "model=dcgan", "model.generator.width=0"),
+    case("schema", "refused", r"^model\.net\.hidden=0 is out of range", "model=row_lstm", "model.net.hidden=0"),
+    case("schema", "refused", r"^model=nope is not one of genzoo's model configs: choose one of autoencoder",
+         "model=nope"),
+    case("schema", "refused", r"^data=imagenet is not one of genzoo's data configs", "data=imagenet"),
+    case("schema", "refused", r"^experiment=digits_gan is not one of genzoo's experiment configs", "experiment=digits_gan"),
+    case("schema", "refused", r"^trainer=tpu is not one of genzoo's trainer configs", "trainer=tpu"),
+    case("schema", "refused", r"^n='abc' is not allowed: n takes an integer ≥ 1", "ckpt={run}", "n=abc",
+         script="genzoo-sample"),
+    case("schema", "refused", r"^colour is not a genzoo-sample option", "ckpt={run}", "+colour=1",
+         script="genzoo-sample"),
+    case("schema", "refused", r"^fidelity\.n=-5 is out of range", "ckpt={run}", "fidelity.n=-5", "logger=csv",
+         script="genzoo-eval"),
+    case("schema", "warned", r"model\.net\.dropout=0\.85 is legal but most likely a mistake: it drops most",
+         *TINY, "model.net.dropout=0.85"),
+    case("schema", "warned", r"trainer\.max_epochs=0 is legal but most likely a mistake: it trains nothing",
+         *TINY, "trainer.max_epochs=0"),
+    case("schema", "accepted", "", *TINY),
+    # ---- 2. runs that diverge without a NaN --------------------------------------------------------------------
+    case("divergence", "refused", r"^The training loss stayed above 12\.3 \(3× the 4\.09 bits/dim .*10 steps in a "
+                                  r"row.*diverged.*lower model\.lr \(now 10\)", *TINY, "model.lr=10",
+         "trainer.limit_train_batches=12", leaves="run"),
+    case("divergence", "refused", r"^The (generator|discriminator) loss train/loss_[dg] stayed above 100 .*lower "
+                                  r"model\.lr \(now 1e\+06\)", "model=dcgan", "model.lr=1e6", "debug=smoke",
+         "logger=csv", "model.generator.width=8", "model.discriminator.width=8", "trainer.limit_train_batches=12",
+         leaves="run"),
+    case("divergence", "refused", r"^The training loss (became (inf|nan)|stayed above 16 ).*lower model\.lr",
+         "model=autoencoder", "model.lr=1e6", "debug=smoke", "logger=csv", "trainer.limit_train_batches=12",
+         leaves="run"),
+    case("divergence", "warned", r"model\.lr=5 is legal but most likely a mistake: .*diverge", "model.lr=5",
+         *TINY),
+    # ---- 3. one process per run folder; never a new run in an old one's folder ---------------------------------
+    case("folder", "refused", r"^\S+ is in use by genzoo-train \(pid \d+ on .*wait for that process to end",
+         "resume={run}", "trainer.max_epochs=2", holds_lock=True),
+    case("folder", "refused", r"^\S+ is in use by genzoo-train \(pid \d+", "ckpt={run}", "logger=csv",
+         script="genzoo-eval", holds_lock=True),
+    case("folder", "accepted", "", "resume={run}", "trainer.max_epochs=2", damage="killed_holder"),
+    case("folder", "refused", r"^\S+ already holds a run \(its config\.yaml\), and a new run never writes into "
+                              r"another run's folder: .*resume=", "hydra.run.dir={run}", *TINY),
+    case("folder", "refused", r"^\S+ already holds the runs of a sweep \(0\)", "-m", "hydra.sweep.dir={sweep}",
+         *TINY),
+    # ---- 4. a resume that fails changes nothing ----------------------------------------------------------------
+    case("resume", "refused", r"^The weights in \S+ do not fit the model of PixelCNN's config \(.*another shape",
+         "resume={run}", "model.net.channels=16", "trainer.max_epochs=2"),
+    case("resume", "refused", r"^The weights in \S+ do not fit .*1 of the model's tensors are missing",
+         "resume={run}", "trainer.max_epochs=2", damage="drop_tensor"),
+    case("resume", "refused", r"^\S+last\.ckpt is not a readable checkpoint", "resume={run}",
+         "trainer.max_epochs=2", damage="truncate_ckpt"),
+    case("resume", "refused", r"^resume=\S+ does not exist", "resume={work}/nowhere"),
+    case("resume", "refused", r"cannot choose another config group", "resume={run}", "model=vae"),
+    case("resume", "refused", r"^seed='x' is not allowed", "resume={run}", "seed=x", "trainer.max_epochs=2"),
+    # ---- 7. the environment: folders, permissions, paths Hydra cannot read -------------------------------------
+    case("environment", "refused", r"^\S+ cannot be made because \S+afile is a file, not a folder: point "
+                                   r"paths\.output_dir", "paths.output_dir={file}", *TINY),
+    case("environment", "refused", r"cannot be made because \S+afile is a file", "paths.output_dir={file}/sub",
+         *TINY),
+    case("environment", "refused", r"cannot be made because \S+afile is a file", "-m", "paths.output_dir={file}",
+         *TINY),
+    case("environment", "refused", r"^Hydra cannot read the override paths\.output_dir=\S+\(1\): quote its value "
+                                   r"inside the argument, paths\.output_dir=\"", "paths.output_dir={work}/x(1)"),
+    case("environment", "refused", r"^Hydra cannot read the override paths\.data_dir=a=b", "paths.data_dir=a=b"),
+    case("environment", "refused", r"^Hydra cannot read the override paths\.cache_dir=it's", "paths.cache_dir=it's"),
+    case("environment", "refused", r"^The override paths\.data_dir=/d/a,b lists several values, which only a sweep "
+                                   r"runs: add -m", "paths.data_dir=/d/a,b"),
+    case("environment", "accepted", "", 'paths.output_dir="{work}/out (1)"', *TINY),
+    case("environment", "refused", r"^The MNIST file \S+ is missing: put the MNIST files in", "data=mnist",
+         "model=vae"),
+    case("environment", "refused", r"^ckpt=\S+ does not exist", "ckpt={work}/nowhere", script="genzoo-eval"),
+    case("environment", "refused", r"^ckpt=\S+ does not exist", "ckpt={work}/nowhere", script="genzoo-sample"),
+]
+for i, c in enumerate(CASES):
+    c.id = f"{c.cls}-{i:02d}"
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory) -> Path:
+    """One tiny finished PixelCNN run (1 epoch of 2 batches), which cases copy before they touch it."""
+    work = tmp_path_factory.mktemp("trained")
+    result = run_main("genzoo-train", TINY, work)
+    assert result.code == 0, result.err
+    (run,) = [p.parent for p in (work / "outputs" / "runs").glob("*/config.yaml")]
+    return run
+
+
+@dataclass
+class Result:
+    code: int
+    out: str
+    err: str
+
+
+def run_main(script: str, args: list[str], work: Path, capsys=None) -> Result:
+    """``script``'s real main with ``args``, in ``work``, with every path inside it."""
+    saved = sys.argv, os.getcwd(), {k: os.environ.pop(k) for k in list(os.environ) if k.startswith("GENZOO_")}
+    os.environ.update(GENZOO_DATA_DIR=str(work / "data"), GENZOO_CACHE_DIR=str(work.parent / "cache"))
+    os.chdir(work)
+    code = 0
+    try:
+        if script == "genzoo-report":
+            code = MAINS[script](args) or 0
+        else:
+            sys.argv = [script, *args]
+            MAINS[script]()
+    except SystemExit as e:
+        code = e.code if isinstance(e.code, int) else 1
+    finally:
+        sys.argv = saved[0]
+        os.chdir(saved[1])
+        for k in ("GENZOO_DATA_DIR", "GENZOO_CACHE_DIR"):
+            os.environ.pop(k, None)
+        os.environ.update(saved[2])
+    out = capsys.readouterr() if capsys is not None else None
+    return Result(code, out.out if out else "", out.err if out else "")
+
+
+def sentences(text: str) -> list[str]:
+    """The lines of output that are neither Hydra's frame around an error nor log records."""
+    return [line for line in text.splitlines() if line.strip() and not line.startswith(HYDRA_LINES)
+            and not LOG_LINE.match(line) and not line.startswith(("Seed set", "GPU available", "TPU available"))]
+
+
+def snapshot(folder: Path) -> dict[str, tuple[bytes, int]]:
+    """Every file of a run but the lock (its holder's name) and Hydra's log (a line per attempt)."""
+    return {str(p.relative_to(folder)): (p.read_bytes(), p.stat().st_mtime_ns) for p in sorted(folder.rglob("*"))
+            if p.is_file() and p.name != ".lock" and not p.name.endswith(".log")}
+
+
+def damage(kind: str, run: Path) -> None:
+    ckpt = run / "checkpoints" / "last.ckpt"
+    if kind == "drop_tensor":
+        state = torch.load(ckpt, map_location="cpu", weights_only=True)
+        state["state_dict"].pop(next(iter(state["state_dict"])))
+        torch.save(state, ckpt)
+    elif kind == "truncate_ckpt":
+        ckpt.write_bytes(ckpt.read_bytes()[:1000])
+    elif kind == "killed_holder":  # a holder killed with SIGKILL leaves its lock file, and no lock
+        holder = hold_lock(run)
+        holder.kill()
+        holder.wait()
+
+
+def hold_lock(run: Path) -> subprocess.Popen:
+    code = ("import sys, time; from pathlib import Path; from genzoo.run.guard import hold_run_folder\n"
+            "with hold_run_folder(Path(sys.argv[1]), 'genzoo-train'):\n    print('held', flush=True); time.sleep(300)")
+    holder = subprocess.Popen([sys.executable, "-c", code, str(run)], stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline().strip() == "held"
+    return holder
+
+
+@pytest.mark.parametrize("c", CASES, ids=[c.id for c in CASES])
+def test_bad_input(c: Case, trained, tmp_path, capsys):
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / "afile").write_text("not a folder\n")
+    run = work / "outputs" / "runs" / trained.name
+    shutil.copytree(trained, run)
+    sweep = work / "sweep"
+    shutil.copytree(trained, sweep / "0")
+    if c.damage:
+        damage(c.damage, run)
+    before = {p: snapshot(p) for p in (run, sweep)}
+    fill = {"run": str(run), "sweep": str(sweep), "work": str(work), "file": str(work / "afile")}
+    holder = hold_lock(run) if c.holds_lock else None
+    capsys.readouterr()
+    try:
+        result = run_main(c.script, [a.format(**fill) for a in c.args], work, capsys)
+    finally:
+        if holder is not None:
+            holder.kill()
+    output = result.out + result.err
+    assert "Traceback" not in output, output[-3000:]
+    new_runs = sorted(p for p in (work / "outputs" / "runs").iterdir() if p != run) if c.script == "genzoo-train" \
+        else []
+    if c.expect == "refused":
+        assert result.code != 0, output[-3000:]
+        lines = sentences(result.err)
+        assert len(lines) == 1 and lines[0].endswith("."), lines
+        assert re.search(c.pattern, lines[0]), lines[0]
+        if c.leaves == "nothing":
+            assert new_runs == [], f"a refused command left {new_runs}"
+            assert not list(work.rglob("wandb")), "a refused command started a W&B run"
+        assert not [p for p in work.rglob("*.ckpt") if not p.is_relative_to(run) and not p.is_relative_to(sweep)]
+        assert {p: snapshot(p) for p in (run, sweep)} == before, "a refused command changed an existing run"
+    else:
+        assert result.code == 0, output[-3000:]
+        if c.expect == "warned":
+            assert re.search(c.pattern, output), output[-3000:]
+        if "resume=" not in " ".join(c.args) and c.script == "genzoo-train":
+            assert new_runs or list(work.glob("out*/runs/*/config.yaml")), "an accepted run left no folder"
+
+
+def test_the_catalogue_covers_every_class_with_enough_cases():
+    counts = {cls: sum(c.cls == cls for c in CASES) for cls in dict.fromkeys(c.cls for c in CASES)}
+    assert sum(counts.values()) >= 60 and min(counts.values()) >= 3, counts
+
+
+@pytest.mark.parametrize("args, pattern", [(["seed=abc"], r"seed='abc' is not allowed"),
+                                           (["paths.output_dir=/tmp/x(1)"], r"Hydra cannot read the override")])
+def test_refusals_from_the_installed_script_exit_non_zero_without_a_traceback(cli, tmp_path, args, pattern):
+    run = cli.train(*args, workdir=tmp_path)
+    assert run.returncode != 0 and "Traceback" not in run.output, run.tail()
+    assert re.search(pattern, run.stderr), run.tail()
+    assert not list(run.output_dir.glob("runs/*")), run.tail()
