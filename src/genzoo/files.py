@@ -8,8 +8,10 @@ On any failure the temporary file is removed and the target is left as it was.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import secrets
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
@@ -58,3 +60,33 @@ def save_atomically(obj, path: str | Path) -> None:
     import torch
 
     write_atomically(path, lambda f: torch.save(obj, f))
+
+
+def one_line(e: BaseException, limit: int = 160) -> str:
+    """The exception's class and the first line of its message, shortened: for warnings that must stay on one
+    line (torch's unpickling errors, for one, run over many paragraphs)."""
+    lines = [line.strip() for line in str(e).splitlines() if line.strip()]
+    text = f"{type(e).__name__}: {lines[0]}" if lines else type(e).__name__
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def file_sha256(path: str | Path, _memo: dict = {}) -> str:  # noqa: B006 - a per-process memo on purpose
+    """The sha256 of a file in hex, computed once per process for each (path, size, modification time)."""
+    p = Path(path)
+    st = p.stat()
+    key = (str(p.resolve()), st.st_size, st.st_mtime_ns)
+    if key not in _memo:
+        digest = hashlib.sha256()
+        with open(p, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
+        _memo[key] = digest.hexdigest()
+    return _memo[key]
+
+
+def remove(path: Path) -> None:
+    """Delete a file or a folder tree, whichever ``path`` is; a path already gone is no error."""
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
