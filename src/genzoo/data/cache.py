@@ -14,6 +14,10 @@ a whole new one is ready, then is moved aside and replaced; a process that finds
 first uses it. An entry written before ``source.json`` recorded the arrays is checked by loading it (header, size,
 dtype, images beside labels) and gets the record, so the next load is the cheap one.
 
+A cache folder that cannot be written stops the run before the trainer is built, in one sentence naming
+``paths.cache_dir`` and the fix: the decoded arrays have nowhere else to go (a large set does not fit in memory
+twice). A whole entry in a read-only folder is still served.
+
 Arrays larger than ``MMAP_BYTES`` are memory-mapped copy-on-write: DDP ranks on one machine share the same page
 cache, and nothing writes back to the file.
 """
