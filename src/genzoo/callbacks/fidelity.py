@@ -7,9 +7,10 @@ domain classifier, ``/classifier_acc`` (its test accuracy: the features are only
 The reference split is the stage's own (val or test); n defaults to its size (180 on the digits).
 
 Under DDP every rank samples and extracts its share and the features are gathered (``evaluation.features``);
-rank zero alone computes the reference features (cached), trains the classifier when none is cached, writes
-files and computes the metrics, which it then broadcasts, so every rank logs the same values and every
-collective is reached by all ranks. The methods and what they leave out: ``genzoo.evaluation.metrics``.
+rank zero alone computes the reference features (cached), loads the cached classifier or trains it when none is
+cached or the file is damaged (and broadcasts its weights), writes files and computes the metrics, which it then
+broadcasts, so every rank logs the same values and every collective is reached by all ranks. The methods and what
+they leave out: ``genzoo.evaluation.metrics``.
 """
 
 from __future__ import annotations
@@ -55,7 +56,7 @@ class Fidelity(pl.Callback):
             warnings.warn(f"Fidelity metrics are skipped: {why}", stacklevel=2)
         self.unavailable = why
 
-    def _classifier_weights(self, trainer: pl.Trainer, dm, device) -> Path | None:
+    def _classifier(self, trainer: pl.Trainer, dm, device) -> features.Extractor | None:
         if getattr(dm, "num_classes", 0) == 0:
             self._skip("the data have no class labels, so no domain classifier can be trained: set "
                        "callbacks.fidelity.extractor=inception.")
@@ -63,12 +64,15 @@ class Fidelity(pl.Callback):
         train, test = dm.splits["train"], dm.splits["test"]
         path = classifier.classifier_path(self.cache_dir, dm.NAME or type(dm).__name__,
                                           features.tensor_hash(train.images), self.classifier_config)
-        if trainer.is_global_zero and not path.is_file():
-            classifier.train_classifier((features.to_uint8(train.images, dm.levels), train.labels),
-                                        (features.to_uint8(test.images, dm.levels), test.labels),
-                                        dm.num_classes, self.classifier_config, path, device)
-        trainer.strategy.barrier("genzoo-domain-classifier")  # the other ranks load what rank zero saved
-        return path
+        state = None
+        if trainer.is_global_zero:  # loads the cached file, or trains it where it is missing or damaged
+            state = classifier.cached_classifier((features.to_uint8(train.images, dm.levels), train.labels),
+                                                 (features.to_uint8(test.images, dm.levels), test.labels),
+                                                 dm.num_classes, self.classifier_config, path, device)
+        # Every rank uses the state rank zero checked, not its own read of the file: no rank can load a file that
+        # was damaged, is being replaced, could not be written (a read-only cache) or is on another node's disk.
+        state = trainer.strategy.broadcast(state, src=0)
+        return features.build_extractor("classifier", path, state=state)
 
     def _inception_weights(self, trainer: pl.Trainer) -> Path | None:
         try:  # every rank looks on disk first, so all take the same branch
@@ -96,10 +100,12 @@ class Fidelity(pl.Callback):
                 self._skip("the run has no genzoo datamodule to take reference images from.")
                 return None
             dm.setup("test")
-            weights = (self._classifier_weights(trainer, dm, pl_module.device) if self.kind == "classifier"
-                       else self._inception_weights(trainer))
-            if weights is not None:
-                self.extractor = features.build_extractor(self.kind, weights)
+            if self.kind == "classifier":
+                self.extractor = self._classifier(trainer, dm, pl_module.device)
+            else:
+                weights = self._inception_weights(trainer)
+                if weights is not None:
+                    self.extractor = features.build_extractor(self.kind, weights)
         if self.extractor is not None:
             self.extractor.to(pl_module.device)
         return self.extractor

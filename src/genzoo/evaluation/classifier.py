@@ -11,8 +11,11 @@ logged beside every metric it produces (``…/classifier_acc``).
 
 Input: uint8 images ``(B, C, H, W)`` in 0…255 (genzoo's common extractor input, see ``features.to_uint8``).
 The weights are cached under ``paths.cache_dir/classifiers/`` in a file named by the data set, a hash of the
-training images and the classifier config, so a change of data or config trains a new one. Training is seeded
-and runs on one device: AdamW with a one-cycle schedule, dropout and random shifts of ±1 pixel.
+training images and the classifier config, so a change of data or config trains a new one. A cached file is
+checked when loaded (it unpickles as plain tensors, names the architecture and config this run asks for, its
+weights fit that network and are finite, its accuracy is a fraction); one that fails is trained again after one
+warning naming it, so a damaged cache never costs a run its metrics. Training is seeded and runs on one device:
+AdamW with a one-cycle schedule, dropout and random shifts of ±1 pixel, so a retrained file equals the lost one.
 Left out: early stopping and any other augmentation.
 """
 
@@ -21,6 +24,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 from pathlib import Path
 
 import torch
@@ -29,11 +33,24 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch_fidelity import FeatureExtractorBase
 
-from genzoo.files import save_atomically
+from genzoo.errors import GenzooError
+from genzoo.files import one_line, save_to_cache
 
 log = logging.getLogger(__name__)
 
 NAME = "genzoo-domain-classifier"
+DEFAULTS = {"width": 32, "feature_dim": 128, "dropout": 0.3, "epochs": 20, "lr": 3e-3, "batch_size": 64, "seed": 0,
+            "shift": 1}
+KEYS = ("arch", "config", "state_dict", "test_accuracy")
+
+
+class DamagedClassifier(GenzooError):
+    """A classifier file that cannot be loaded, or is not the classifier it should be."""
+
+    def __init__(self, path: Path, reason: str):
+        super().__init__(f"The domain classifier file {path} cannot be used ({reason}): delete it, and the next run "
+                         "trains it again.")
+        self.path, self.reason = path, reason
 
 
 class ClassifierNet(nn.Module):
@@ -93,16 +110,72 @@ def accuracy(net: ClassifierNet, images: Tensor, labels: Tensor, batch_size: int
     return (predicted.cpu() == labels.cpu()).float().mean().item()
 
 
+def full_config(config: dict) -> dict:
+    return {**DEFAULTS, **config}
+
+
+def architecture(images: Tensor, num_classes: int, cfg: dict) -> dict:
+    return {"in_channels": int(images.shape[1]), "size": int(min(images.shape[2:])), "num_classes": int(num_classes),
+            "width": cfg["width"], "feature_dim": cfg["feature_dim"], "dropout": cfg["dropout"]}
+
+
+def load_classifier(path: str | Path, arch: dict | None = None, config: dict | None = None) -> dict:
+    """The state saved at ``path``, checked whole: ``DamagedClassifier`` says what is wrong with it. With ``arch``
+    and ``config`` (full, see ``full_config``) it must also be the classifier they describe."""
+    path = Path(path)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - zip, pickle and EOF errors each have their own class
+        raise DamagedClassifier(path, f"not a readable torch file: {one_line(e)}") from None
+    if not isinstance(state, dict) or any(k not in state for k in KEYS):
+        found = sorted(state)[:6] if isinstance(state, dict) else type(state).__name__
+        raise DamagedClassifier(path, f"it holds {found}, not {', '.join(KEYS)}")
+    if arch is not None and state["arch"] != arch:
+        raise DamagedClassifier(path, f"its architecture is {state['arch']}, not {arch}")
+    if config is not None and state["config"] != config:
+        raise DamagedClassifier(path, f"it was trained with {state['config']}, not {config}")
+    try:
+        ClassifierNet(**state["arch"]).load_state_dict(state["state_dict"])
+    except Exception as e:  # noqa: BLE001 - wrong keys or shapes (RuntimeError), a foreign arch (TypeError)
+        raise DamagedClassifier(path, f"its weights do not fit its network: {one_line(e)}") from None
+    if not all(torch.is_tensor(t) and torch.isfinite(t).all() for t in state["state_dict"].values()):
+        raise DamagedClassifier(path, "some of its weights are not finite numbers")
+    accuracy = state["test_accuracy"]
+    if not isinstance(accuracy, (int, float)) or not 0 <= accuracy <= 1 or math.isnan(accuracy):
+        raise DamagedClassifier(path, f"its test accuracy {accuracy!r} is not a fraction")
+    return state
+
+
+def cached_classifier(train: tuple[Tensor, Tensor], test: tuple[Tensor, Tensor], num_classes: int, config: dict,
+                      path: Path, device="cpu") -> dict:
+    """The classifier of these data and config: the cached file when it is whole and the one asked for, else
+    trained (again, after one warning naming the damaged file) and saved there. Not collective: rank zero only."""
+    cfg, path = full_config(config), Path(path)
+    if path.exists():
+        try:
+            return load_classifier(path, architecture(train[0], num_classes, cfg), cfg)
+        except DamagedClassifier as e:
+            log.warning("The cached domain classifier %s is damaged (%s): training it again.", path, e.reason)
+    return train_classifier(train, test, num_classes, config, path, device)
+
+
+def state_hash(state: dict) -> str:
+    """A hash of the classifier's architecture and weights: equal states give equal features."""
+    digest = hashlib.sha256(json.dumps(state["arch"], sort_keys=True).encode())
+    for name, tensor in sorted(state["state_dict"].items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
 def train_classifier(train: tuple[Tensor, Tensor], test: tuple[Tensor, Tensor], num_classes: int, config: dict,
                      path: Path, device="cpu") -> dict:
     """Fit the classifier to ``train`` (uint8 0…255 images, labels) on ``device``; save weights (on the CPU),
-    config and test accuracy."""
-    images, labels = train
-    cfg = {"width": 32, "feature_dim": 128, "dropout": 0.3, "epochs": 20, "lr": 3e-3, "batch_size": 64, "seed": 0,
-           "shift": 1,
-           **config}
-    arch = {"in_channels": images.shape[1], "size": min(images.shape[2:]), "num_classes": num_classes,
-            "width": cfg["width"], "feature_dim": cfg["feature_dim"], "dropout": cfg["dropout"]}
+    config and test accuracy (where the cache folder refuses the file, one warning, and the state is still
+    returned)."""
+    images, labels, path = *train, Path(path)
+    cfg = full_config(config)
+    arch = architecture(images, num_classes, cfg)
     log.info("Training the domain classifier for %d epochs on %d images (once; cached at %s).", cfg["epochs"],
              len(images), path)
     threads = torch.get_num_threads()
@@ -114,7 +187,8 @@ def train_classifier(train: tuple[Tensor, Tensor], test: tuple[Tensor, Tensor], 
         state = _fit(images, labels, test, arch, cfg, torch.device(device))
     finally:
         torch.set_num_threads(threads)
-    save_atomically(state, path)  # a crash never leaves half a classifier for the next run to load
+    # atomic: a crash never leaves half a classifier for the next run to load
+    save_to_cache(state, path, path.parent.parent, "The domain classifier")  # {cache_dir}/classifiers/…
     log.info("Domain classifier test accuracy: %.4f", state["test_accuracy"])
     return state
 
@@ -148,15 +222,19 @@ class DomainClassifierExtractor(FeatureExtractorBase):
     """The trained classifier in torch-fidelity's extractor interface (registered as ``genzoo-domain-classifier``;
     ``feature_extractor_weights_path`` names the cached file), so ``calculate_metrics`` can use it too."""
 
-    def __init__(self, name, features_list, feature_extractor_weights_path=None, **kwargs):
+    def __init__(self, name, features_list, feature_extractor_weights_path=None, state: dict | None = None,
+                 **kwargs):
+        """``state``: an already checked classifier state (``cached_classifier``), used instead of the file."""
         super().__init__(name, features_list)
-        if feature_extractor_weights_path is None:
-            raise ValueError(f"{NAME} needs feature_extractor_weights_path: the cached classifier file.")
-        state = torch.load(feature_extractor_weights_path, map_location="cpu", weights_only=True)
+        if state is None:
+            if feature_extractor_weights_path is None:
+                raise ValueError(f"{NAME} needs feature_extractor_weights_path: the cached classifier file.")
+            state = load_classifier(feature_extractor_weights_path)
         self.arch = dict(state["arch"])
         self.net = ClassifierNet(**self.arch)
         self.net.load_state_dict(state["state_dict"])
         self.test_accuracy = float(state["test_accuracy"])
+        self.weights_hash = state_hash(state)  # the same whether the state came from the file or from rank zero
         self.num_features = state["arch"]["feature_dim"]  # torchmetrics reads this instead of a 299×299 probe
         self.requires_grad_(False)
         self.eval()

@@ -24,6 +24,7 @@ from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY
 from tqdm.auto import tqdm
 
 from genzoo.evaluation import classifier, inception
+from genzoo.files import file_sha256
 from genzoo.nn.modes import evaluating
 
 
@@ -55,16 +56,8 @@ class BareTensors(torch.utils.data.Dataset):
         return self.images[i]
 
 
-def file_hash(path: str | Path, _memo: dict = {}) -> str:  # noqa: B006 - a per-process memo on purpose
-    p = Path(path)
-    key = (str(p.resolve()), p.stat().st_size, p.stat().st_mtime_ns)
-    if key not in _memo:
-        digest = hashlib.sha256()
-        with open(p, "rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                digest.update(block)
-        _memo[key] = digest.hexdigest()[:16]
-    return _memo[key]
+def file_hash(path: str | Path) -> str:
+    return file_sha256(path)[:16]
 
 
 def tensor_hash(x: Tensor) -> str:
@@ -82,24 +75,27 @@ class Extractor:
     logits_layer: str    # IS
     accuracy: float | None = None  # the domain classifier's test accuracy
     calls: int = field(default=0)  # forward passes, so tests can see a cache hit
+    weights_hash: str | None = None  # of the loaded weights; None: the hash of the weights file
 
     @property
     def key(self) -> str:
         """Name + weights hash: two extractors with the same key give the same features."""
-        return f"{self.name}-{file_hash(self.weights_path)}"
+        return f"{self.name}-{self.weights_hash or file_hash(self.weights_path)}"
 
     def to(self, device) -> Extractor:
         self.module.to(device)
         return self
 
 
-def build_extractor(kind: str, weights_path: Path, device="cpu") -> Extractor:
-    """The module behind ``kind`` ('classifier' or 'inception'), loaded from ``weights_path``."""
+def build_extractor(kind: str, weights_path: Path, device="cpu", state: dict | None = None) -> Extractor:
+    """The module behind ``kind`` ('classifier' or 'inception'), loaded from ``weights_path`` (or, for the
+    classifier, from its already loaded ``state``: the file may be unwritable, or on another machine's disk)."""
     register_extractors()
     if kind == "classifier":
         layers = ("features", "logits")
-        module = classifier.DomainClassifierExtractor(classifier.NAME, list(layers), str(weights_path))
-        return Extractor(module, classifier.NAME, Path(weights_path), *layers, accuracy=module.test_accuracy).to(device)
+        module = classifier.DomainClassifierExtractor(classifier.NAME, list(layers), str(weights_path), state=state)
+        return Extractor(module, classifier.NAME, Path(weights_path), *layers, accuracy=module.test_accuracy,
+                         weights_hash=module.weights_hash).to(device)
     layers = ("2048", "logits_unbiased")
     module = inception.InceptionExtractor(inception.NAME, list(layers),
                                           feature_extractor_weights_path=str(weights_path))
