@@ -81,7 +81,11 @@ CASES = [
     case("schema", "refused", r"^trainer\.precision=17 is not allowed", "trainer.precision=17"),
     case("schema", "refused", r"^trainer\.log_every_n_steps=0 is out of range", "trainer.log_every_n_steps=0"),
     case("schema", "refused", r"^trainer\.accumulate_grad_batches=0 is out of range",
-         "trainer.accumulate_grad_batches=0"),
+         "+trainer.accumulate_grad_batches=0"),
+    case("schema", "refused", r"^trainer\.max_epoch is not in the trainer config, so trainer\.max_epoch=3 has "
+                              r"nothing to override \(did you mean trainer\.max_epochs\?\)", "trainer.max_epoch=3"),
+    case("schema", "refused", r"^model\.net\.chanels is not in the model\.net config.*model\.net\.channels",
+         "model.net.chanels=3"),
     case("schema", "refused", r"^trainer\.torch_threads=0 is out of range", "trainer.torch_threads=0"),
     case("schema", "refused", r"^sede is not a genzoo-train option \(did you mean seed\?\)", "+sede=1"),
     case("schema", "refused", r"^model\.lrr is not an option of PixelCNN \(did you mean lr\?\)", "+model.lrr=1"),
@@ -118,11 +122,11 @@ CASES = [
     case("schema", "accepted", "", *TINY),
     # ---- 2. runs that diverge without a NaN --------------------------------------------------------------------
     case("divergence", "refused", r"^The training loss stayed above 12\.3 \(3× the 4\.09 bits/dim .*10 steps in a "
-                                  r"row.*diverged.*lower model\.lr \(now 10\)", *TINY, "model.lr=10",
-         "trainer.limit_train_batches=12", leaves="run"),
+                                  r"row.*diverged.*lower model\.lr \(now 10\)", "debug=smoke", "logger=csv",
+         "callbacks.fidelity=null", "model.lr=10", "trainer.limit_train_batches=12", leaves="run"),
     case("divergence", "refused", r"^The (generator|discriminator) loss train/loss_[dg] stayed above 100 .*lower "
                                   r"model\.lr \(now 1e\+06\)", "model=dcgan", "model.lr=1e6", "debug=smoke",
-         "logger=csv", "model.generator.width=8", "model.discriminator.width=8", "trainer.limit_train_batches=12",
+         "logger=csv", "model.generator.width=8", "model.discriminator.width=8", "trainer.limit_train_batches=15",
          leaves="run"),
     case("divergence", "refused", r"^The training loss (became (inf|nan)|stayed above 16 ).*lower model\.lr",
          "model=autoencoder", "model.lr=1e6", "debug=smoke", "logger=csv", "trainer.limit_train_batches=12",
@@ -301,3 +305,18 @@ def test_refusals_from_the_installed_script_exit_non_zero_without_a_traceback(cl
     assert run.returncode != 0 and "Traceback" not in run.output, run.tail()
     assert re.search(pattern, run.stderr), run.tail()
     assert not list(run.output_dir.glob("runs/*")), run.tail()
+
+
+def test_one_wild_batch_is_no_divergence_but_ten_in_a_row_are():
+    from genzoo.errors import GenzooError
+    from genzoo.models import PixelCNN
+
+    model = PixelCNN(shape=(1, 4, 4), levels=17, net={"channels": 4, "blocks": 1, "head_channels": 8})
+    limit, _ = model.loss_limit("train/loss")
+    assert limit == pytest.approx(3 * torch.log2(torch.tensor(17.0)).item())
+    for value in [limit * 10] * 9 + [limit * 0.5] + [limit * 10] * 9 + [limit] + [limit * 1.01] * 9:
+        model.check_loss(torch.tensor(value), "train/loss", "training loss", "at step 0")  # a good step: count anew
+    with pytest.raises(GenzooError, match=r"stayed above .* for 10 steps in a row"):
+        model.check_loss(torch.tensor(limit * 1.01), "train/loss", "training loss", "at step 0")
+    with pytest.raises(GenzooError, match=r"^The training loss became inf at step 0: lower model\.lr"):
+        model.check_loss(torch.tensor(float("inf")), "train/loss", "training loss", "at step 0")

@@ -25,7 +25,8 @@ from genzoo.run.folder import open_run, scalar_metrics
 from genzoo.run.loggers import finish_wandb
 from genzoo.run.process import start_process
 from genzoo.run.guard import hold_run_folder
-from genzoo.run.scripts import refuse_run_overrides, require_ckpt, run_hydra_app
+from genzoo.run.command_line import run_hydra_app
+from genzoo.run.scripts import refuse_run_overrides, require_ckpt
 from genzoo.schema import check_config
 
 

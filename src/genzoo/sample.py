@@ -25,7 +25,8 @@ from genzoo.errors import GenzooError
 from genzoo.evaluation.features import sample_chunks
 from genzoo.run.checkpoints import find_run_checkpoint, load_model
 from genzoo.run.folder import write_run_files
-from genzoo.run.scripts import refuse_run_overrides, require_ckpt, run_hydra_app
+from genzoo.run.command_line import run_hydra_app
+from genzoo.run.scripts import refuse_run_overrides, require_ckpt
 from genzoo.schema import check_config
 
 log = logging.getLogger(__name__)

@@ -24,11 +24,11 @@ from genzoo.config import build
 from genzoo.errors import GenzooError
 from genzoo.resume import in_place_args, resume_callbacks, resumed_config, training_left
 from genzoo.run.checkpoints import AtomicCheckpointIO, check_weights_fit
+from genzoo.run.command_line import run_hydra_app
 from genzoo.run.folder import open_run
 from genzoo.run.guard import discard_fresh_folder, hold_run_folder, refuse_existing_run
 from genzoo.run.loggers import finish_wandb
 from genzoo.run.process import check_accelerator, check_model_fits_data, check_strategy, start_process, strategy_for
-from genzoo.run.scripts import run_hydra_app
 from genzoo.schema import check_config
 
 

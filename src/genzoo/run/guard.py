@@ -6,8 +6,7 @@
   the file keeps the holder's pid, host and command for the sentence a second process gets.
 * :func:`refuse_existing_run`: a new run never writes into a folder that holds a run (a ``hydra.run.dir`` pointed
   at one would overwrite its ``config.yaml`` and mix two runs in one ``metrics.jsonl``).
-* :class:`Preflight`: a Hydra callback making both folder checks, and whether the folder can be made at all, before
-  Hydra creates the folder and writes its ``.hydra/`` files into it.
+* :func:`check_can_make`: a folder that cannot be made (a file in the way, no permission) gets a sentence.
 * :func:`discard_fresh_folder`: Hydra makes the run folder before genzoo sees the config, so a config that genzoo
   refuses would leave a folder holding only Hydra's files. It is removed again.
 
@@ -27,9 +26,6 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-
-from hydra.experimental.callback import Callback
-from omegaconf import DictConfig
 
 from genzoo.errors import GenzooError
 
@@ -127,26 +123,3 @@ def discard_fresh_folder(run_dir: Path, job_name: str) -> None:
         return
     shutil.rmtree(run_dir, ignore_errors=True)
 
-
-class Preflight(Callback):
-    """The folder checks that must come before Hydra makes a run's (or a sweep's) folder and writes into it."""
-
-    def on_run_start(self, config: DictConfig, **kwargs) -> None:
-        if process_rank() != 0:
-            return
-        run_dir = Path(str(config.hydra.run.dir)).absolute()
-        check_can_make(run_dir, "paths.output_dir (or GENZOO_OUTPUT_DIR)")
-        if not config.get("resume"):
-            refuse_existing_run(run_dir)
-
-    def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
-        if process_rank() != 0:
-            return
-        sweep_dir = Path(str(config.hydra.sweep.dir)).absolute()
-        check_can_make(sweep_dir, "paths.output_dir (or GENZOO_OUTPUT_DIR)")
-        if sweep_dir.is_dir():
-            runs = sorted(p.name for p in sweep_dir.iterdir() if p.is_dir() and holds_run(p))
-            if runs:
-                raise GenzooError(f"{sweep_dir} already holds the runs of a sweep ({', '.join(runs[:3])}"
-                                  f"{' …' if len(runs) > 3 else ''}), and a new sweep never writes into another's "
-                                  "folder: leave hydra.sweep.dir unset so the sweep gets a fresh folder.")

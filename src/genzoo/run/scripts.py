@@ -1,17 +1,8 @@
-"""What the scripts check alike: the command line Hydra reads, and the arguments of the scripts that read a trained
-run (``genzoo-eval``, ``genzoo-sample``)."""
+"""Arguments that the scripts reading a trained run (``genzoo-eval``, ``genzoo-sample``) check alike."""
 
 from __future__ import annotations
 
-import difflib
-import re
-import sys
-from collections.abc import Callable
-from typing import Any
-
 from hydra.core.hydra_config import HydraConfig
-from hydra.core.override_parser.overrides_parser import OverridesParser
-from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf
 
 from genzoo.errors import GenzooError
@@ -41,86 +32,3 @@ def refuse_run_overrides(cfg: DictConfig, script: str) -> None:
                       "change them (another model, or other data, for a trained run is not supported): remove the "
                       "override, or train a run with the model and data you want.")
 
-
-def run_hydra_app(app: Callable[[], Any], config_name: str,
-                  rewrite: Callable[[list[str]], list[str]] | None = None) -> None:
-    """Run a ``@hydra.main`` app after checking that Hydra can read every override on the command line (its
-    parser's message names a grammar rule, not the fix) and that each sets a key the config has (Hydra's message
-    for one it lacks is five lines); ``rewrite`` may add arguments first (``resume=``)."""
-    message = unreadable_override(sys.argv[1:]) or unknown_key(config_name, sys.argv[1:])
-    if message is not None:
-        print(message, file=sys.stderr)
-        sys.exit(2)
-    if rewrite is not None:
-        sys.argv[1:] = rewrite(sys.argv[1:])
-    app()
-
-
-def unreadable_override(args: list[str]) -> str | None:
-    """One sentence for the first override Hydra's grammar cannot read, or that sweeps outside a multirun."""
-    from hydra._internal.utils import get_args_parser  # Hydra's own command line: which arguments are overrides
-
-    parsed, _ = get_args_parser().parse_known_args(args)
-    parser = OverridesParser.create()
-    for arg in parsed.overrides:
-        key, _, value = arg.partition("=")
-        quote = "'" if '"' in value else '"'
-        quoted = f"{key}={quote}{value}{quote}"
-        try:
-            override = parser.parse_override(arg)
-        except HydraException:  # the grammar's errors (OverrideParseException is one)
-            return (f"Hydra cannot read the override {arg}: quote its value inside the argument, {quoted}, "
-                    f"and the whole argument for the shell (quotes, brackets, braces, parentheses, '=', '#' and "
-                    f"spaces in a value need it).")
-        if override.is_sweep_override() and not parsed.multirun:
-            return (f"The override {arg} lists several values, which only a sweep runs: add -m to run one job per "
-                    f"value, or quote the value, {quoted}, if the commas belong to it.")
-        group = override.key_or_group.lstrip("+~")
-        choices = group_choices().get(group)
-        if choices and not override.is_sweep_override() and not override.is_delete():
-            choice = override.value()
-            if choice is not None and str(choice) not in choices:
-                return (f"{group}={choice} is not one of genzoo's {group} configs: choose one of "
-                        f"{', '.join(sorted(choices))}.")
-    return None
-
-
-def group_choices() -> dict[str, set[str]]:
-    """The config groups of genzoo's tree and the names of their YAML files (``model``: pixelcnn, vae, …)."""
-    from importlib.resources import files
-
-    root = files("genzoo.conf")
-    return {d.name: {f.name[:-5] for f in d.iterdir() if f.name.endswith(".yaml")}
-            for d in root.iterdir() if d.is_dir() and not d.name.startswith(("_", "."))}
-
-
-def unknown_key(config_name: str, args: list[str]) -> str | None:
-    """One sentence for a plain ``key=value`` whose key the composed config lacks (Hydra wants ``+key=value``)."""
-    from hydra import compose, initialize_config_module
-    from hydra._internal.utils import get_args_parser
-
-    parsed, _ = get_args_parser().parse_known_args(args)
-    if parsed.multirun or parsed.config_name or not parsed.overrides:
-        return None
-    try:
-        with initialize_config_module("genzoo.conf", version_base="1.3"):
-            compose(config_name, overrides=parsed.overrides)
-        return None
-    except Exception as e:  # noqa: BLE001 - anything else is Hydra's to report, in its own words
-        match = re.search(r"Could not override '([^']+)'", str(e))
-        if not match or "is not in struct" not in f"{e} {e.__cause__}":
-            return None
-    key = match.group(1)
-    parent, _, name = key.rpartition(".")
-    arg = next(a for a in parsed.overrides if a.startswith(key + "="))
-    rest = [a for a in parsed.overrides if a != arg]
-    try:
-        with initialize_config_module("genzoo.conf", version_base="1.3"):
-            node = OmegaConf.select(compose(config_name, overrides=rest), parent) if parent else None
-        close = difflib.get_close_matches(name, list(node) if isinstance(node, DictConfig) else [], n=1)
-    except Exception:  # noqa: BLE001 - the suggestion is a courtesy
-        close = []
-    hint = f" (did you mean {parent}.{close[0]}?)" if close else ""
-    where = f"the {parent} config" if parent else "the config"
-    return (f"{key} is not in {where}, so {arg} has nothing to override{hint}: check the spelling, or add the key "
-            f"with +{arg} if {parent or 'the script'} takes it.")
