@@ -27,6 +27,6 @@ def build(node: DictConfig, what: str, **kwargs):
                               f"install it, or choose another {what}.") from None
         detail = str(cause or e).strip().splitlines()[-1] if str(cause or e).strip() else type(cause).__name__
         raise GenzooError(
-            f"The {what} config cannot build {target}: {detail}. Check the {what}.* options you set "
+            f"The {what} config cannot build {target}: {detail.rstrip('.')}. Check the {what}.* options you set "
             f"(the YAML files under conf/{what}/ list the accepted ones)."
         ) from None

@@ -93,6 +93,7 @@ SUSPICIOUS: list[tuple[str, Callable[[Any], bool], str]] = [
     ("dropout", lambda v: v >= 0.8, "it drops most of every layer"),
     ("max_epochs", lambda v: v == 0, "it trains nothing"),
     ("max_steps", lambda v: v == 0, "it trains nothing"),
+    ("limit_train_batches", lambda v: v == 0, "it trains nothing"),
     ("ema_decay", lambda v: v < 0.9, "it averages over fewer than 10 steps"),
     ("d_steps", lambda v: v > 10, "the generator then trains once in more than 10 discriminator steps"),
     ("num_workers", lambda v: v > (os.cpu_count() or 1), f"that is more worker processes than this machine's "
@@ -261,6 +262,8 @@ def describe(annotation: Any) -> str:
         words = [describe(a) for a in args if a is not type(None) and typing.get_origin(a) is not typing.Literal]
         if literals:
             words.append("one of " + ", ".join(show(v) for v in literals))
+        if "a number" in words and "an integer" in words:  # int | float: any number
+            words.remove("an integer")
         return ("null or " if type(None) in args else "") + " or ".join(dict.fromkeys(words))
     if origin is typing.Literal:
         return "one of " + ", ".join(show(a) for a in typing.get_args(annotation))

@@ -12,12 +12,14 @@ is refused leaves no folder; a run folder takes one process at a time.
 from __future__ import annotations
 
 import errno
+import re
 import sys
 from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
+from lightning_fabric.utilities.exceptions import MisconfigurationException
 from pytorch_lightning.callbacks import LearningRateMonitor
 
 from genzoo.config import build
@@ -95,6 +97,14 @@ def fit_and_test(cfg: DictConfig, ckpt_path, state: dict | None) -> float | None
             best = ckpt.best_model_path if ckpt is not None else ""
             trainer.test(model, datamodule=datamodule, ckpt_path=best or None, verbose=True)
         failed = False
+    except MisconfigurationException as e:
+        monitored = re.search(r"monitor='([^']*)'", str(e))
+        if monitored is None or "could not find the monitored key" not in str(e):
+            raise
+        logged = sorted(k for k in trainer.callback_metrics if k.startswith(("val/", "train/")))
+        raise GenzooError(f"The checkpoints are chosen by {monitored.group(1)}, which this run never logs (it logs "
+                          f"{', '.join(logged) or 'nothing yet'}): set model.monitor to one of those, or to null to "
+                          "keep the last epoch's.") from None
     except OSError as e:
         if e.errno not in (errno.ENOSPC, errno.EDQUOT):
             raise
