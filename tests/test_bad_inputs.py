@@ -119,6 +119,10 @@ CASES = [
          *TINY, "model.net.dropout=0.85"),
     case("schema", "warned", r"trainer\.max_epochs=0 is legal but most likely a mistake: it trains nothing",
          *TINY, "trainer.max_epochs=0"),
+    case("schema", "warned", r"trainer\.limit_train_batches=0 is legal but most likely a mistake", *TINY,
+         "trainer.limit_train_batches=0"),
+    case("schema", "refused", r"^The checkpoints are chosen by val/loss, which this run never logs \(it logs .*val/bpd"
+                              r"\): set model\.monitor", *TINY, "model.monitor=val/loss", leaves="run"),
     case("schema", "accepted", "", *TINY),
     # ---- 2. runs that diverge without a NaN --------------------------------------------------------------------
     case("divergence", "refused", r"^The training loss stayed above 12\.3 \(3× the 4\.09 bits/dim .*10 steps in a "
