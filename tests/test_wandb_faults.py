@@ -41,14 +41,14 @@ def closed_port():
 
 
 @contextmanager
-def silent_listener():
-    """Accepts every connection and holds it open without a byte of reply, as a firewall that drops packets
-    would make a client wait."""
+def silent_listener(held: list | None = None):
+    """Accepts every connection (into ``held``) and holds it open without a byte of reply, as a firewall that
+    drops packets would make a client wait."""
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     sock.listen(64)
     sock.settimeout(0.2)
-    held, stop = [], threading.Event()
+    held, stop = [] if held is None else held, threading.Event()
 
     def hold():
         while not stop.is_set():
@@ -253,8 +253,11 @@ def test_forced_online_with_a_dead_server_stops_before_the_run_folder_has_any_fi
 
 @pytest.mark.slow
 def test_a_run_with_a_key_and_a_silent_server_trains_offline_with_the_metrics_of_an_offline_run(cli, tmp_path):
-    with silent_listener() as url:
+    asked = []
+    with silent_listener(asked) as url:
         run = cli.train(*SMALL, workdir=tmp_path / "silent", extra_env=online_env(url, tmp_path))
+        # Only the probe asked: no online wandb.init, and none of wandb's telemetry waiting for an answer at exit.
+        assert len(asked) == 1, run.tail()
     offline = cli.train(*SMALL, workdir=tmp_path / "offline")
     assert run.returncode == 0 and offline.returncode == 0, run.tail() + offline.tail()
     assert "Traceback" not in run.output, run.tail()

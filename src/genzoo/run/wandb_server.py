@@ -175,4 +175,16 @@ def wandb_mode(requested: str, save_dir: str | None = None, run_id: str | None =
                           f"online: check the network and WANDB_BASE_URL, or {fix}.")
     log.warning(f"The W&B server {url} does not answer ({why}), so this run logs to W&B offline: upload it "
                 f"later with {sync_hint(save_dir, run_id)}.")
+    mute_wandb_telemetry()
     return "offline"
+
+
+def mute_wandb_telemetry() -> None:
+    """Send none of wandb's own usage telemetry: it goes to the same server, and at exit it waits up to 15 s for a
+    server that does not answer, even after an offline run."""
+    try:
+        from wandb.analytics.opentelemetry import opentelemetry_proxy
+
+        opentelemetry_proxy.disable()
+    except (ImportError, AttributeError):  # a wandb without it sends none
+        pass
