@@ -14,11 +14,15 @@ listener, a failed TLS handshake or a host that does not resolve does not.
   file, without credentials or without an answer.
 - ``offline`` and ``disabled``: as asked, no probe.
 
-What the probe leaves to ``wandb.init``: it does not check the API key (a rejected key fails there within a second,
-a server that answers but fails within ``init_timeout``; :mod:`genzoo.run.wandb_logger` then goes offline or stops).
-An unanswered probe is not remembered: each job of a sweep asks again (at most ``probe_timeout`` seconds each), so a
-sweep goes online again as soon as the server answers. Proxies are the standard ``http(s)_proxy``/``no_proxy``
-variables and ``WANDB_HTTP(S)_PROXY``; a proxy given only in code (``wandb.Settings(https_proxy=…)``) is not seen.
+After a fallback wandb's own usage telemetry is switched off for the process: it goes to the same server whatever
+the run's mode, and at exit it waited about 13 s for one that does not answer.
+
+What the probe leaves to ``wandb.init``: it does not check the API key (a rejected key fails there within a second;
+a server that answers but cannot start the run, after at most ``init_timeout`` plus 10 s of account look-ups), and
+:mod:`genzoo.run.wandb_logger` then goes offline or stops. An unanswered probe is not remembered: each job of a
+sweep asks again (at most ``probe_timeout`` seconds each), so a sweep goes online again as soon as the server
+answers. Proxies are the standard ``http(s)_proxy``/``no_proxy`` variables and ``WANDB_HTTP(S)_PROXY``; a proxy
+given only in code (``wandb.Settings(https_proxy=…)``) is not seen.
 """
 
 from __future__ import annotations
