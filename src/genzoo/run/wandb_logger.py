@@ -3,8 +3,8 @@
 - Starting the run (the first ``experiment`` access, from ``log_hyperparams``): ``wandb.init`` waits at most
   ``init_timeout`` seconds (wandb's setting; its two account look-ups before that add at most 10 s). Where it fails
   anyway (a server that answers the probe of :mod:`genzoo.run.wandb_server` but rejects the key or cannot start the
-  run), the logger starts the run offline with one warning line, or, where online was forced, stops with one
-  sentence.
+  run), the logger starts the run offline with one warning line (in a fresh wandb-core: the old one keeps the
+  failed run's id), or, where online was forced, stops with one sentence.
 - Logging: ``wandb.log`` hands each record to the local wandb-core process, which writes it to the run's ``.wandb``
   file and uploads it in the background, so a server that stops answering mid-run does not make it wait
   (tests/test_wandb_faults.py pins this). What can fail is wandb-core itself (killed, crashed): then a log call
@@ -12,7 +12,8 @@
   ``samples/`` in the run folder still get everything.
 
 Left out: only the logging calls genzoo and Lightning make are guarded (hyper-parameters, metrics, images, tables,
-text); code that calls ``logger.experiment`` itself meets wandb's own errors.
+text); code that calls ``logger.experiment`` itself meets wandb's own errors. A forced online run that
+``wandb.init`` refuses stops after ``config.yaml`` is written, since the run starts at ``log_config``.
 """
 
 from __future__ import annotations
