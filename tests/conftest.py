@@ -53,7 +53,8 @@ class CliRun:
 class GenzooCli:
     """Runs ``genzoo-train`` (or ``python -m genzoo.train``) with W&B offline and every path inside ``workdir``."""
 
-    def env(self, workdir: Path) -> dict[str, str]:
+    def env(self, workdir: Path, extra_env: dict[str, str | None] | None = None) -> dict[str, str]:
+        """The scripts' environment; ``extra_env`` sets variables last, and a None value removes one."""
         env = {k: v for k, v in os.environ.items()
                if k not in ("WANDB_API_KEY", "HYDRA_FULL_ERROR") and not k.startswith("GENZOO_")}
         home = workdir / ".wandb-home"
@@ -61,15 +62,21 @@ class GenzooCli:
         env.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
         env.update(WANDB_MODE="offline", WANDB_CONFIG_DIR=str(home / "config"), WANDB_CACHE_DIR=str(home / "cache"),
                    WANDB_DATA_DIR=str(home / "data"))
+        for key, value in (extra_env or {}).items():
+            if value is None:
+                env.pop(key, None)
+            else:
+                env[key] = value
         return env
 
-    def train(self, *overrides: str, workdir: Path, module: bool = False, timeout: float = 600) -> CliRun:
+    def train(self, *overrides: str, workdir: Path, module: bool = False, timeout: float = 600,
+              extra_env: dict[str, str | None] | None = None) -> CliRun:
         workdir.mkdir(parents=True, exist_ok=True)
         command = [sys.executable, "-m", "genzoo.train"] if module else [str(BIN / "genzoo-train")]
         # Outputs go to the default, ``outputs/`` in the folder the command starts in: every run and sweep here
         # checks that default too (a multirun once could not resolve it).
         command += [*overrides, f"paths.data_dir={workdir / 'data'}", f"paths.cache_dir={workdir / 'cache'}"]
-        out = subprocess.run(command, cwd=workdir, env=self.env(workdir), capture_output=True, text=True,
+        out = subprocess.run(command, cwd=workdir, env=self.env(workdir, extra_env), capture_output=True, text=True,
                              timeout=timeout)
         return CliRun(command, workdir, out.returncode, out.stdout, out.stderr)
 
