@@ -20,6 +20,8 @@ from pathlib import Path
 
 import pytest
 import torch
+from damage import damage as damage_file
+from wandb_servers import closed_port
 
 import genzoo.eval
 import genzoo.report
@@ -46,7 +48,8 @@ class Case:
     script: str = "genzoo-train"
     leaves: str = "nothing"  # refused: nothing | its run folder without checkpoints (a run stopped in training)
     holds_lock: bool = False  # another process holds {run}'s lock while the case runs
-    damage: str | None = None  # what to do to {run} first: see damage()
+    damage: str | None = None  # what to do to {run} (or the cache, or a report tree) first: see damage()
+    wandb: str | None = None  # 'dead': a W&B key in the environment, and a server where nothing answers
     id: str = field(default="")
 
 
@@ -157,6 +160,27 @@ CASES = [
     case("resume", "refused", r"^resume=\S+ does not exist", "resume={work}/nowhere"),
     case("resume", "refused", r"cannot choose another config group", "resume={run}", "model=vae"),
     case("resume", "refused", r"^seed='x' is not allowed", "resume={run}", "seed=x", "trainer.max_epochs=2"),
+    # ---- 5. W&B never takes a run down --------------------------------------------------------------------------
+    case("wandb", "warned", r"does not answer .*so this run logs to W&B offline: upload it later with `wandb sync",
+         *TINY, "logger=wandb", wandb="dead"),
+    case("wandb", "refused", r"^logger\.wandb\.mode=online .*does not answer", *TINY, "logger=wandb",
+         "logger.wandb.mode=online", wandb="dead"),
+    case("wandb", "refused", r"^logger\.wandb\.mode=online .*no credentials", *TINY, "logger=wandb",
+         "logger.wandb.mode=online"),
+    case("wandb", "refused", r"logger\.wandb\.mode='sometimes' is unknown", *TINY, "logger=wandb",
+         "logger.wandb.mode=sometimes"),
+    # ---- 6. damaged caches heal --------------------------------------------------------------------------------
+    *[case("cache", "warned", r"The cached domain classifier \S+ is damaged .*: training it again", *TINY[:2],
+           *TINY[3:], damage=f"classifier:{kind}") for kind in ("truncated", "zero bytes", "random bytes")],
+    case("cache", "warned", r"The cached reference statistics \S+ are damaged .*: computing them again", *TINY[:2],
+         *TINY[3:], damage="statistics:truncated"),
+    # ---- 8. genzoo-report on damaged run folders ---------------------------------------------------------------
+    case("report", "warned", r"left out \S+: metrics\.jsonl line \d+ is cut off", "{reports}", script="genzoo-report",
+         damage="report:torn"),
+    case("report", "warned", r"left out \S+: config\.yaml is empty", "{reports}", script="genzoo-report",
+         damage="report:empty_config"),
+    case("report", "warned", r"left out \S+: metrics\.json is not valid JSON", "{reports}", script="genzoo-report",
+         damage="report:bad_json"),
     # ---- 7. the environment: folders, permissions, paths Hydra cannot read -------------------------------------
     case("environment", "refused", r"^\S+ cannot be made because \S+afile is a file, not a folder: point "
                                    r"paths\.output_dir", "paths.output_dir={file}", *TINY),
@@ -178,6 +202,16 @@ CASES = [
 ]
 for i, c in enumerate(CASES):
     c.id = f"{c.cls}-{i:02d}"
+
+
+@pytest.fixture(scope="module")
+def fidelity_cache(tmp_path_factory) -> Path:
+    """A cache folder holding the smoke run's domain classifier and reference statistics, which cases damage."""
+    work = tmp_path_factory.mktemp("fidelity")
+    result = run_main("genzoo-train", [*TINY[:2], *TINY[3:]], work)
+    assert result.code == 0, result.err
+    assert list((work.parent / "cache" / "classifiers").glob("*.pt")), "the smoke run cached no classifier"
+    return work.parent / "cache"
 
 
 @pytest.fixture(scope="module")
@@ -233,9 +267,25 @@ def snapshot(folder: Path) -> dict[str, tuple[bytes, int]]:
             if p.is_file() and p.name != ".lock" and not p.name.endswith(".log")}
 
 
-def damage(kind: str, run: Path) -> None:
+def damage(kind: str, run: Path, work: Path, cache: Path) -> None:
     ckpt = run / "checkpoints" / "last.ckpt"
-    if kind == "drop_tensor":
+    what, _, how = kind.partition(":")
+    if what in ("classifier", "statistics"):
+        shutil.copytree(cache, work.parent / "cache")
+        folder = "classifiers" if what == "classifier" else "fidelity"
+        damage_file(sorted((work.parent / "cache" / folder).glob("*.pt"))[0], how)
+    elif what == "report":  # a good run beside a damaged copy of it
+        shutil.copytree(run, work / "reports" / "good")
+        bad = work / "reports" / "bad"
+        shutil.copytree(run, bad)
+        if how == "torn":
+            with (bad / "metrics.jsonl").open("a") as f:
+                f.write('{"epoch": 1, "val/bpd": 3.')
+        elif how == "empty_config":
+            (bad / "config.yaml").write_text("")
+        else:
+            (bad / "metrics.json").write_text('{"test/bpd": ')
+    elif kind == "drop_tensor":
         state = torch.load(ckpt, map_location="cpu", weights_only=True)
         state["state_dict"].pop(next(iter(state["state_dict"])))
         torch.save(state, ckpt)
@@ -256,7 +306,7 @@ def hold_lock(run: Path) -> subprocess.Popen:
 
 
 @pytest.mark.parametrize("c", CASES, ids=[c.id for c in CASES])
-def test_bad_input(c: Case, trained, tmp_path, capsys):
+def test_bad_input(c: Case, trained, request, tmp_path, capsys, monkeypatch):
     work = tmp_path / "work"
     work.mkdir()
     (work / "afile").write_text("not a folder\n")
@@ -265,16 +315,27 @@ def test_bad_input(c: Case, trained, tmp_path, capsys):
     sweep = work / "sweep"
     shutil.copytree(trained, sweep / "0")
     if c.damage:
-        damage(c.damage, run)
+        cache = request.getfixturevalue("fidelity_cache") if c.damage.startswith(("classifier", "stat")) else None
+        damage(c.damage, run, work, cache)
     before = {p: snapshot(p) for p in (run, sweep)}
-    fill = {"run": str(run), "sweep": str(sweep), "work": str(work), "file": str(work / "afile")}
+    fill = {"run": str(run), "sweep": str(sweep), "work": str(work), "file": str(work / "afile"),
+            "reports": str(work / "reports")}
     holder = hold_lock(run) if c.holds_lock else None
+    monkeypatch.setenv("WANDB_DIR", str(work / "wandb-home"))  # W&B's own folders, never the user's
+    monkeypatch.setenv("WANDB_CONFIG_DIR", str(work / "wandb-home"))
+    monkeypatch.setenv("WANDB_CACHE_DIR", str(work / "wandb-home"))
+    if c.wandb is not None or "logger.wandb.mode=online" in c.args:
+        monkeypatch.delenv("WANDB_MODE")  # the suite's offline default would decide before the server is asked
     capsys.readouterr()
-    try:
-        result = run_main(c.script, [a.format(**fill) for a in c.args], work, capsys)
-    finally:
-        if holder is not None:
-            holder.kill()
+    with closed_port() as url:
+        if c.wandb == "dead":
+            monkeypatch.setenv("WANDB_API_KEY", "0123456789abcdef" * 2 + "01234567")
+            monkeypatch.setenv("WANDB_BASE_URL", url)
+        try:
+            result = run_main(c.script, [a.format(**fill) for a in c.args], work, capsys)
+        finally:
+            if holder is not None:
+                holder.kill()
     output = result.out + result.err
     assert "Traceback" not in output, output[-3000:]
     new_runs = sorted(p for p in (work / "outputs" / "runs").iterdir() if p != run) if c.script == "genzoo-train" \
@@ -286,7 +347,7 @@ def test_bad_input(c: Case, trained, tmp_path, capsys):
         assert re.search(c.pattern, lines[0]), lines[0]
         if c.leaves == "nothing":
             assert new_runs == [], f"a refused command left {new_runs}"
-            assert not list(work.rglob("wandb")), "a refused command started a W&B run"
+            assert not list(work.glob("outputs/**/wandb")), "a refused command started a W&B run"
         assert not [p for p in work.rglob("*.ckpt") if not p.is_relative_to(run) and not p.is_relative_to(sweep)]
         assert {p: snapshot(p) for p in (run, sweep)} == before, "a refused command changed an existing run"
     else:

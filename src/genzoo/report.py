@@ -245,14 +245,18 @@ def log_to_wandb(report: dict, out: Path, root: Path, mode: str) -> None:
     for row in report["rows"]:
         cells = [(m or {}).get("mean") for m in (row["metrics"][k] for k in report["columns"])]
         table.add_data(row["label"], len(row["seeds"]), *cells)
-    run = wandb.init(project=report["wandb"]["project"], entity=report["wandb"]["entity"], group=root.name,
-                     name=f"report {root.name}", job_type="report", dir=str(out), mode=mode,
-                     reinit="finish_previous")
-    try:
-        images = {f"report/{Path(p).stem}": wandb.Image(str(out / p)) for p in report["plots"]}
-        run.log({"report/table": table, **images})
-    finally:
-        run.finish()
+    try:  # the report is on disk already: W&B adds a copy, and its failure is a warning, never the report's
+        run = wandb.init(project=report["wandb"]["project"], entity=report["wandb"]["entity"], group=root.name,
+                         name=f"report {root.name}", job_type="report", dir=str(out), mode=mode,
+                         reinit="finish_previous", settings={"init_timeout": 20, "finish_timeout": 60})
+        try:
+            images = {f"report/{Path(p).stem}": wandb.Image(str(out / p)) for p in report["plots"]}
+            run.log({"report/table": table, **images})
+        finally:
+            run.finish()
+    except Exception as e:  # noqa: BLE001 - whatever W&B raises, the files beside the report stand
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        print(f"genzoo-report: the report could not be logged to W&B ({first}); it is in {out}.", file=sys.stderr)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -281,10 +285,10 @@ def main(argv: list[str] | None = None) -> int:
               "'Left out' with its reason; mend or remove those folders and report again.", file=sys.stderr)
         return 1
 
-    from genzoo.run.loggers import wandb_credentials, wandb_mode
+    from genzoo.run.wandb_server import wandb_credentials, wandb_mode
 
     if args.wandb or (args.wandb is None and wandb_credentials()):
-        log_to_wandb(report, out, root, wandb_mode("auto"))
+        log_to_wandb(report, out, root, wandb_mode("auto", save_dir=str(out)))
     return 0
 
 

@@ -74,9 +74,9 @@ def scalar_metrics(metrics: dict) -> dict[str, float | str]:
 
 
 def open_run(cfg: DictConfig) -> tuple[Path, list]:
-    """Give the W&B run its id, resolve the config, build the loggers (a logger that cannot be built stops the run
-    before its folder has any file), write ``config.yaml`` and ``env.json`` (rank zero only) and hand the loggers
-    the config: (run folder, loggers)."""
+    """Give the W&B run its id, resolve the config, build the loggers and hand them the config (a logger that cannot
+    be built or started stops the run before its folder has any file), then write ``config.yaml`` and ``env.json``
+    (rank zero only): (run folder, loggers)."""
     from pytorch_lightning.utilities import rank_zero_only
 
     if "wandb" in (cfg.logger or {}) and cfg.logger.wandb.get("id") is None:
@@ -84,7 +84,7 @@ def open_run(cfg: DictConfig) -> tuple[Path, list]:
     OmegaConf.resolve(cfg)
     run_dir = Path(cfg.paths.run_dir)
     loggers = build_loggers(cfg)
+    log_config(loggers, cfg)  # W&B's run starts here: a forced online run it refuses leaves no file behind
     if rank_zero_only.rank == 0:
         write_run_files(run_dir, cfg)
-    log_config(loggers, cfg)
     return run_dir, loggers
