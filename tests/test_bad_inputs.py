@@ -21,19 +21,11 @@ from pathlib import Path
 import pytest
 import torch
 from damage import damage as damage_file
+from inprocess import run_main, sentences
 from wandb_servers import closed_port
 
-import genzoo.eval
-import genzoo.report
-import genzoo.sample
-import genzoo.train
-
-MAINS = {"genzoo-train": genzoo.train.main, "genzoo-eval": genzoo.eval.main,
-         "genzoo-sample": genzoo.sample.main, "genzoo-report": genzoo.report.main}
 TINY = ["debug=smoke", "logger=csv", "callbacks.fidelity=null", "model.net.channels=8", "model.net.blocks=1",
         "model.net.head_channels=16"]
-HYDRA_LINES = ("Error executing job with overrides", "Set the environment variable HYDRA_FULL_ERROR")
-LOG_LINE = re.compile(r"^\[\d{4}-\d\d-\d\d [\d:,]+\]\[[\w.]+\]\[\w+\] - ")
 
 
 @dataclass
@@ -126,6 +118,10 @@ CASES = [
          "trainer.limit_train_batches=0"),
     case("schema", "refused", r"^The checkpoints are chosen by val/loss, which this run never logs \(it logs .*val/bpd"
                               r"\): set model\.monitor", *TINY, "model.monitor=val/loss", leaves="run"),
+    case("schema", "refused", r"^model\.levels=5 does not match the data's levels 17", "model.levels=5"),
+    case("schema", "refused", r"^data\.levels=5 does not match the digits data, whose levels is 17", "data.levels=5"),
+    case("schema", "refused", r"^model\.net\.chanels is not an option of PixelCNNNet: use one of channels, blocks",
+         "+model.net.chanels=8"),
     case("schema", "accepted", "", *TINY),
     # ---- 2. runs that diverge without a NaN --------------------------------------------------------------------
     case("divergence", "refused", r"^The training loss stayed above 12\.3 \(3× the 4\.09 bits/dim .*10 steps in a "
@@ -181,6 +177,23 @@ CASES = [
          damage="report:empty_config"),
     case("report", "warned", r"left out \S+: metrics\.json is not valid JSON", "{reports}", script="genzoo-report",
          damage="report:bad_json"),
+    # ---- reading a trained run: genzoo-eval and genzoo-sample -----------------------------------------------------
+    case("trained run", "refused", r"^genzoo-eval needs ckpt=, the run to read: .*ckpt=outputs/runs/<run>", "logger=csv",
+         script="genzoo-eval"),
+    case("trained run", "refused", r"^genzoo-sample needs ckpt=", "n=4", script="genzoo-sample"),
+    case("trained run", "refused", r"weights-inception-2015-12-05-6726825d\.pth", "ckpt={run}", "logger=csv",
+         "fidelity.extractor=inception", "fidelity.download=false", script="genzoo-eval"),
+    case("trained run", "refused", r"is not a readable checkpoint", "ckpt={run}", "logger=csv", script="genzoo-eval",
+         damage="corrupt_checkpoints"),
+    case("trained run", "refused", r"genzoo\.models\.NoSuchModel", "ckpt={run}", "logger=csv", script="genzoo-eval",
+         damage="unknown_model"),
+    case("trained run", "refused", r"^batch_size=0 is out of range: batch_size takes an integer ≥ 1", "ckpt={run}",
+         "batch_size=0", script="genzoo-sample"),
+    *[case("trained run", "refused", rf"^genzoo-{script} takes the model and data from the run's config\.yaml, so "
+                                     rf"'{re.escape(override)}' cannot change them .*not supported", "ckpt={run}",
+           override, "logger=csv" if script == "eval" else "n=4", script=f"genzoo-{script}")
+      for script, override in [("eval", "+data=mnist"), ("eval", "+model=vae"), ("eval", "+data.batch_size=8"),
+                               ("sample", "+model=vae")]],
     # ---- 7. the environment: folders, permissions, paths Hydra cannot read -------------------------------------
     case("environment", "refused", r"^\S+ cannot be made because \S+afile is a file, not a folder: point "
                                    r"paths\.output_dir", "paths.output_dir={file}", *TINY),
@@ -224,43 +237,6 @@ def trained(tmp_path_factory) -> Path:
     return run
 
 
-@dataclass
-class Result:
-    code: int
-    out: str
-    err: str
-
-
-def run_main(script: str, args: list[str], work: Path, capsys=None) -> Result:
-    """``script``'s real main with ``args``, in ``work``, with every path inside it."""
-    saved = sys.argv, os.getcwd(), {k: os.environ.pop(k) for k in list(os.environ) if k.startswith("GENZOO_")}
-    os.environ.update(GENZOO_DATA_DIR=str(work / "data"), GENZOO_CACHE_DIR=str(work.parent / "cache"))
-    os.chdir(work)
-    code = 0
-    try:
-        if script == "genzoo-report":
-            code = MAINS[script](args) or 0
-        else:
-            sys.argv = [script, *args]
-            MAINS[script]()
-    except SystemExit as e:
-        code = e.code if isinstance(e.code, int) else 1
-    finally:
-        sys.argv = saved[0]
-        os.chdir(saved[1])
-        for k in ("GENZOO_DATA_DIR", "GENZOO_CACHE_DIR"):
-            os.environ.pop(k, None)
-        os.environ.update(saved[2])
-    out = capsys.readouterr() if capsys is not None else None
-    return Result(code, out.out if out else "", out.err if out else "")
-
-
-def sentences(text: str) -> list[str]:
-    """The lines of output that are neither Hydra's frame around an error nor log records."""
-    return [line for line in text.splitlines() if line.strip() and not line.startswith(HYDRA_LINES)
-            and not LOG_LINE.match(line) and not line.startswith(("Seed set", "GPU available", "TPU available"))]
-
-
 def snapshot(folder: Path) -> dict[str, tuple[bytes, int]]:
     """Every file of a run but the lock (its holder's name) and Hydra's log (a line per attempt)."""
     return {str(p.relative_to(folder)): (p.read_bytes(), p.stat().st_mtime_ns) for p in sorted(folder.rglob("*"))
@@ -285,6 +261,12 @@ def damage(kind: str, run: Path, work: Path, cache: Path) -> None:
             (bad / "config.yaml").write_text("")
         else:
             (bad / "metrics.json").write_text('{"test/bpd": ')
+    elif kind == "corrupt_checkpoints":
+        for path in (run / "checkpoints").glob("*.ckpt"):
+            path.write_bytes(b"not a checkpoint")
+    elif kind == "unknown_model":
+        config = run / "config.yaml"
+        config.write_text(config.read_text().replace("genzoo.models.PixelCNN", "genzoo.models.NoSuchModel"))
     elif kind == "drop_tensor":
         state = torch.load(ckpt, map_location="cpu", weights_only=True)
         state["state_dict"].pop(next(iter(state["state_dict"])))
@@ -338,8 +320,7 @@ def test_bad_input(c: Case, trained, request, tmp_path, capsys, monkeypatch):
                 holder.kill()
     output = result.out + result.err
     assert "Traceback" not in output, output[-3000:]
-    new_runs = sorted(p for p in (work / "outputs" / "runs").iterdir() if p != run) if c.script == "genzoo-train" \
-        else []
+    new_runs = sorted(p for p in work.glob("outputs/*/*") if p != run)  # runs, sweeps, evals, samples
     if c.expect == "refused":
         assert result.code != 0, output[-3000:]
         lines = sentences(result.err)

@@ -18,6 +18,7 @@ import pytest
 import torch
 from damage import BYTES, damage, the_one_warning
 from omegaconf import OmegaConf
+from test_fidelity import CountingSampler as RandomDigits  # a stand-in model drawing uniform digits
 
 from genzoo.callbacks import Fidelity
 from genzoo.data import DigitsDataModule
@@ -106,21 +107,6 @@ class OneProcess:
 
     def __init__(self, datamodule):
         self.datamodule = datamodule
-
-
-class RandomDigits(torch.nn.Module):
-    levels, shape = 17, (1, 8, 8)
-
-    def __init__(self):
-        super().__init__()
-        self.p = torch.nn.Parameter(torch.zeros(()))
-
-    @property
-    def device(self):
-        return self.p.device
-
-    def sample(self, n):
-        return torch.randint(0, self.levels, (n, *self.shape))
 
 
 def test_the_fidelity_callback_gives_its_metrics_with_a_damaged_classifier_in_the_cache(digits, clean_classifier,

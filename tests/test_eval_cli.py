@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import math
-import shutil
 
 import numpy as np
 import pytest
@@ -80,61 +79,5 @@ def test_sample_writes_a_grid_and_the_integer_samples(cli, trained):
     assert Image.open(folder / "samples.png").size[0] > 8
 
 
-def broken_copy(trained, tmp_path):
-    copy = tmp_path / "run"
-    shutil.copytree(trained.run_dir(), copy, ignore=shutil.ignore_patterns("evals"))
-    return copy
-
-
-@pytest.mark.parametrize("case", ["missing inception weights", "corrupt checkpoint", "unknown model"])
-def test_eval_mistakes_stop_with_one_sentence(cli, trained, tmp_path, case):
-    run_dir, extra = broken_copy(trained, tmp_path), []
-    if case == "missing inception weights":
-        extra = ["fidelity.extractor=inception", "fidelity.download=false"]
-        expected = "weights-inception-2015-12-05-6726825d.pth"
-    elif case == "corrupt checkpoint":
-        for ckpt in (run_dir / "checkpoints").glob("*.ckpt"):
-            ckpt.write_bytes(b"not a checkpoint")
-        expected = "is not a readable checkpoint"
-    else:
-        config = run_dir / "config.yaml"
-        config.write_text(config.read_text().replace("genzoo.models.PixelCNN", "genzoo.models.NoSuchModel"))
-        expected = "genzoo.models.NoSuchModel"
-    run = cli.script("genzoo-eval", f"ckpt={run_dir}", "logger=csv", *extra, workdir=tmp_path)
-    assert run.returncode != 0 and expected in run.output, run.tail()
-    assert "Traceback" not in run.output
-
-
-def assert_one_sentence(run, *fragments):
-    assert run.returncode != 0, run.tail()
-    assert all(f in run.output for f in fragments), run.tail()
-    assert "Traceback" not in run.output and "omegaconf.errors" not in run.output, run.tail()
-
-
-@pytest.mark.parametrize("script", ["genzoo-eval", "genzoo-sample"])
-def test_a_missing_ckpt_names_the_key_and_an_example(cli, tmp_path, script):
-    run = cli.script(script, "logger=csv" if script == "genzoo-eval" else "n=4", workdir=tmp_path)
-    assert_one_sentence(run, f"{script} needs ckpt=", "ckpt=outputs/runs/<run>")
-    assert "MissingMandatoryValue" not in run.output
-
-
-@pytest.mark.parametrize("override,expected", [
-    ("n=abc", "n='abc' is not allowed: n takes an integer ≥ 1"),
-    ("batch_size=0", "batch_size=0 is out of range: batch_size takes an integer ≥ 1")])
-def test_sample_refuses_a_count_it_cannot_draw(cli, trained, tmp_path, override, expected):
-    run = cli.script("genzoo-sample", f"ckpt={trained.run_dir()}", override, workdir=tmp_path)
-    assert_one_sentence(run, expected)
-    assert "ZeroDivisionError" not in run.output and "invalid literal" not in run.output
-    assert not list(run.output_dir.glob("samples/*/samples.npz"))
-
-
-@pytest.mark.parametrize("script,override", [("genzoo-eval", "+data=mnist"), ("genzoo-eval", "+model=vae"),
-                                             ("genzoo-eval", "+data.batch_size=8"), ("genzoo-sample", "+model=vae")])
-def test_eval_and_sample_refuse_to_change_the_runs_model_or_data(cli, trained, tmp_path, script, override):
-    """Both rebuild model and data from the run's config.yaml: an override of either would be ignored (the run's
-    own data evaluated again) or break resolving the config, so it stops before anything is evaluated."""
-    run = cli.script(script, f"ckpt={trained.run_dir()}", "logger=csv" if script == "genzoo-eval" else "n=4",
-                     override, workdir=tmp_path)
-    assert_one_sentence(run, f"'{override}' cannot change them", "from the run's config.yaml", "not supported")
-    assert "InterpolationKeyError" not in run.output
-    assert not list(run.output_dir.glob("*/*/metrics.json")) and not list(run.output_dir.glob("*/*/samples.npz"))
+# Mistakes with a trained run (a corrupt checkpoint, a missing ckpt=, an override of the run's model or data) are
+# cases of the catalogue in tests/test_bad_inputs.py.

@@ -13,7 +13,6 @@ import shutil
 import subprocess
 import sys
 import zipfile
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -252,44 +251,7 @@ def test_multirun_jobs_log_to_separate_wandb_runs_grouped_by_the_sweep(sweep, cl
     assert len(set(run_ids)) == 2
 
 
-# ---- mistakes: one sentence, a non-zero exit, nothing trained ----------------------------------------------------
-MISTAKES = {
-    "unknown_model": (["model=nosuchmodel"], ["nosuchmodel", "pixelcnn"]),
-    "model_levels_disagree_with_data": (["model.levels=5"], ["model.levels=5", "17"]),
-    "resume_path_missing": (["resume=/nonexistent/path"], ["resume=/nonexistent/path", "does not exist"]),
-    "unknown_model_option": (["+model.nosuchoption=1"], ["nosuchoption"]),
-    "unknown_network_option": (["+model.net.chanels=8"], ["model.net.chanels", "PixelCNNNet", "channels, blocks"]),
-    "data_levels_disagree_with_digits": (["data.levels=5"], ["data.levels=5", "17"]),
-}
-
-
-@pytest.fixture(scope="module")
-def mistakes(cli, tmp_path_factory):
-    """Every mistake run at once: each process spends its time importing, so they share the cores well."""
-    root = tmp_path_factory.mktemp("mistakes")
-    with ThreadPoolExecutor(max_workers=len(MISTAKES)) as pool:
-        futures = {name: pool.submit(cli.train, *args, "debug=smoke", workdir=root / name)
-                   for name, (args, _) in MISTAKES.items()}
-        return {name: future.result() for name, future in futures.items()}
-
-
-@pytest.mark.parametrize("name", list(MISTAKES))
-def test_a_mistake_exits_non_zero_with_one_sentence_and_trains_nothing(mistakes, name):
-    run = mistakes[name]
-    _, fragments = MISTAKES[name]
-    assert run.returncode != 0, run.tail()
-    assert "Traceback" not in run.output, run.tail()
-    for fragment in fragments:
-        assert fragment in run.stderr, run.tail()
-    if name != "unknown_model":  # genzoo's own messages: one sentence naming the cause and then the fix
-        hydra_frame = ("Error executing job with overrides", "Set the environment variable HYDRA_FULL_ERROR")
-        message = [line for line in run.stderr.splitlines() if line.strip() and not line.startswith(hydra_frame)]
-        assert len(message) == 1, run.tail()
-        assert all(fragment in message[0] for fragment in fragments), message
-        assert message[0].rstrip().endswith(".") and ": " in message[0], message
-    assert not list(run.output_dir.rglob("*.ckpt"))
-    assert not files_named(run.output_dir, "metrics.json")
-    assert not list(run.output_dir.rglob("wandb")), "W&B started before the config was checked"
+# Mistakes (one sentence, a non-zero exit, nothing trained) are the catalogue of tests/test_bad_inputs.py.
 
 
 # ---- other loggers, the module entry point, experiments -----------------------------------------------------------

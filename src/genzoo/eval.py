@@ -24,12 +24,13 @@ from genzoo.run.checkpoints import find_run_checkpoint, load_model
 from genzoo.run.folder import open_run, scalar_metrics
 from genzoo.run.loggers import finish_wandb
 from genzoo.run.process import start_process
-from genzoo.run.guard import hold_run_folder
+from genzoo.run.guard import hold_run_folder, leaves_no_folder_when_refused
 from genzoo.run.command_line import run_hydra_app
 from genzoo.run.scripts import refuse_run_overrides, require_ckpt
 from genzoo.schema import check_config
 
 
+@leaves_no_folder_when_refused
 def evaluate(cfg: DictConfig) -> dict:
     require_ckpt(cfg, "genzoo-eval")
     refuse_run_overrides(cfg, "genzoo-eval")

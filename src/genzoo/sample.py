@@ -26,12 +26,14 @@ from genzoo.evaluation.features import sample_chunks
 from genzoo.run.checkpoints import find_run_checkpoint, load_model
 from genzoo.run.folder import write_run_files
 from genzoo.run.command_line import run_hydra_app
+from genzoo.run.guard import leaves_no_folder_when_refused
 from genzoo.run.scripts import refuse_run_overrides, require_ckpt
 from genzoo.schema import check_config
 
 log = logging.getLogger(__name__)
 
 
+@leaves_no_folder_when_refused
 def draw(cfg: DictConfig) -> Path:
     require_ckpt(cfg, "genzoo-sample")
     refuse_run_overrides(cfg, "genzoo-sample")

@@ -28,23 +28,15 @@ from genzoo.resume import in_place_args, resume_callbacks, resumed_config, train
 from genzoo.run.checkpoints import AtomicCheckpointIO, check_weights_fit
 from genzoo.run.command_line import run_hydra_app
 from genzoo.run.folder import open_run
-from genzoo.run.guard import discard_fresh_folder, hold_run_folder, refuse_existing_run
+from genzoo.run.guard import hold_run_folder, leaves_no_folder_when_refused, refuse_existing_run
 from genzoo.run.loggers import finish_wandb
 from genzoo.run.process import check_accelerator, check_model_fits_data, check_strategy, start_process, strategy_for
 from genzoo.schema import check_config
 
 
+@leaves_no_folder_when_refused
 def train(cfg: DictConfig) -> float | None:
     hydra_dir = Path(HydraConfig.get().runtime.output_dir) if HydraConfig.initialized() else None
-    try:
-        return train_in_folder(cfg, hydra_dir)
-    except BaseException:
-        if hydra_dir is not None:  # a refused run leaves no folder of Hydra's files behind
-            discard_fresh_folder(hydra_dir, HydraConfig.get().job.name)
-        raise
-
-
-def train_in_folder(cfg: DictConfig, hydra_dir: Path | None) -> float | None:
     ckpt_path = state = None
     if cfg.get("resume"):
         cfg, ckpt_path, state = resumed_config(cfg)

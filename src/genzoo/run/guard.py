@@ -17,13 +17,14 @@ On a system without ``fcntl`` (Windows) the lock is skipped.
 from __future__ import annotations
 
 import errno
+import functools
 import json
 import os
 import shutil
 import socket
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -111,6 +112,25 @@ def check_can_make(folder: Path, key: str) -> None:
     if not os.access(ancestor, os.W_OK | os.X_OK):
         raise GenzooError(f"{folder} cannot be made because {ancestor} cannot be written (no permission, or a "
                           f"read-only file system): {fix}.")
+
+
+def leaves_no_folder_when_refused(task: Callable) -> Callable:
+    """Wrap a Hydra task so that, when it fails before writing a file of its own, the folder Hydra made for it goes
+    again (see :func:`discard_fresh_folder`)."""
+
+    @functools.wraps(task)
+    def wrapped(cfg, *args, **kwargs):
+        from hydra.core.hydra_config import HydraConfig
+
+        hydra_dir = Path(HydraConfig.get().runtime.output_dir) if HydraConfig.initialized() else None
+        try:
+            return task(cfg, *args, **kwargs)
+        except BaseException:
+            if hydra_dir is not None:
+                discard_fresh_folder(hydra_dir, HydraConfig.get().job.name)
+            raise
+
+    return wrapped
 
 
 def discard_fresh_folder(run_dir: Path, job_name: str) -> None:
