@@ -366,3 +366,35 @@ def test_one_wild_batch_is_no_divergence_but_ten_in_a_row_are():
         model.check_loss(torch.tensor(limit * 1.01), "train/loss", "training loss", "at step 0")
     with pytest.raises(GenzooError, match=r"^The training loss became inf at step 0: lower model\.lr"):
         model.check_loss(torch.tensor(float("inf")), "train/loss", "training loss", "at step 0")
+
+
+SHIPPED = [[f"experiment={p.stem}"] for p in sorted((Path(__file__).parents[1] / "experiments").glob("*.yaml"))] + [
+    [f"trainer={t}"] for t in ("cpu", "gpu", "ddp", "ddp_cpu")] + [[f"logger={name}"] for name in (
+        "csv", "tensorboard", "none")] + [["debug=fdr"], ["debug=smoke"], ["hparams_search=pixelcnn_optuna"],
+                                         ["hparams_search=vae_optuna"], ["callbacks=minimal"],
+                                         ["data=folder", "data.root=/x"], ["model=vae", "model.net.arch=mlp"]]
+
+
+def test_every_shipped_config_passes_the_schema():
+    """A schema that refuses what genzoo ships would stop its own experiments: compose each and check it."""
+    import hydra
+    from hydra.core.hydra_config import HydraConfig
+    from omegaconf import open_dict, read_write
+
+    from genzoo.errors import GenzooError
+    from genzoo.schema import check_config
+
+    refused = {}
+    with hydra.initialize_config_module("genzoo.conf", version_base="1.3"):
+        for script, overrides in [("train", o) for o in SHIPPED] + [("eval", ["ckpt=x"]), ("sample", ["ckpt=x"])]:
+            cfg = hydra.compose(script, overrides=overrides, return_hydra_config=True)
+            with read_write(cfg):
+                cfg.hydra.runtime.output_dir = "/tmp/run"
+            HydraConfig.instance().set_config(cfg)
+            with open_dict(cfg):
+                del cfg["hydra"]
+            try:
+                check_config(cfg, f"genzoo-{script}")
+            except GenzooError as e:
+                refused[f"{script} {' '.join(overrides)}"] = str(e)
+    assert not refused, refused
