@@ -49,7 +49,8 @@ def runs(cli, tmp_path_factory):
     jobs["corrupt"] = ("debug=smoke", "logger=none", "data=cifar10", "data.verify_checksums=true")
     jobs["missing"] = ("debug=smoke", "logger=none", "data=cifar10")
     with ThreadPoolExecutor(max_workers=3) as pool:
-        futures = {name: pool.submit(cli.train, *args, workdir=root / name) for name, args in jobs.items()}
+        futures = {name: pool.submit(cli.train, *args, workdir=root / name, process=True)  # threads: processes
+                   for name, args in jobs.items()}
         return {name: future.result() for name, future in futures.items()}
 
 

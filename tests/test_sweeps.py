@@ -28,7 +28,8 @@ def read_sweep(run) -> tuple:
 def grid(cli, tmp_path_factory):
     # model.lr=1e9 blows the first job up: its loss is NaN at the second step, a GenzooError while its W&B run is
     # open, which must not leak into the next job's
-    return cli.train("-m", "model.lr=1e9,3e-3", *SMALL, workdir=tmp_path_factory.mktemp("grid"))
+    # a process of its own: what a sweep prints last, and its exit code, are what the user sees at its end
+    return cli.train("-m", "model.lr=1e9,3e-3", *SMALL, workdir=tmp_path_factory.mktemp("grid"), process=True)
 
 
 def test_grid_sweep_with_a_failed_job_exits_non_zero_naming_it_without_a_traceback(grid):
@@ -72,7 +73,8 @@ def search(cli, tmp_path_factory):
     # pins optuna<3): a failed trial between two that complete. The study lives in SQLite to be read back.
     run = cli.train("-m", "hparams_search=pixelcnn_optuna", "hydra.sweeper.n_trials=3", "seed=3",
                     f"hydra.sweeper.storage=sqlite:///{workdir}/study.db", "logger=csv", *SMALL,
-                    "model.net.dropout=0.1", "model.weight_decay=0.1", "model.levels=choice(17,5)", workdir=workdir)
+                    "model.net.dropout=0.1", "model.weight_decay=0.1", "model.levels=choice(17,5)", workdir=workdir,
+                    process=True)
     return run, workdir
 
 
@@ -106,7 +108,7 @@ def test_optuna_search_tells_the_study_which_trials_failed_and_exits_non_zero_na
 def test_search_whose_every_trial_fails_ends_with_the_list_not_a_traceback(cli, tmp_path):
     # An in-memory study: no best trial to ask for once both trials have failed (levels=5 contradicts the digits).
     run = cli.train("-m", "hparams_search=pixelcnn_optuna", "hydra.sweeper.n_trials=2", "logger=csv", *SMALL,
-                    "model.levels=5", workdir=tmp_path)
+                    "model.levels=5", workdir=tmp_path, process=True)
     assert run.returncode != 0 and "Traceback" not in run.output, run.tail()
     assert "2 of 2 sweep jobs failed" in run.stderr.strip().splitlines()[-1], run.tail()
     _, record = read_sweep(run)
