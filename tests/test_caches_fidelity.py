@@ -18,6 +18,7 @@ import pytest
 import torch
 from damage import BYTES, damage, the_one_warning
 from omegaconf import OmegaConf
+from test_fidelity import TINY, digits  # noqa: F401 - the fixture, shared
 from test_fidelity import CountingSampler as RandomDigits  # a stand-in model drawing uniform digits
 
 from genzoo.callbacks import Fidelity
@@ -29,14 +30,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 # ---- the domain classifier ---------------------------------------------------------------------------------------
-TINY = {"epochs": 1, "width": 8, "feature_dim": 16}
-
-
-@pytest.fixture(scope="module")
-def digits():
-    dm = DigitsDataModule(shape=[1, 8, 8], levels=17, num_classes=10)
-    dm.setup()
-    return dm
+# TINY (the small classifier's config) and the digits fixture are test_fidelity's.
 
 
 def classifier_inputs(dm):
