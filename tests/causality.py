@@ -12,7 +12,7 @@ def dependency_map(model, shape) -> torch.Tensor:
     c, h, w = shape
     # Several random inputs: at a single input a ReLU can be off on every path and hide a real dependency.
     x = torch.randn(4, c, h, w, generator=torch.Generator().manual_seed(0), requires_grad=True)
-    logits = model.net(x)  # (4, C, L, H, W)
+    logits = model.level_log_probs(x)  # (4, C, L, H, W): each sub-pixel's distribution over the levels
     dep = torch.zeros(c, h, w, c, h, w, dtype=torch.bool)
     for k, i, j in itertools.product(range(c), range(h), range(w)):
         (grad,) = torch.autograd.grad(logits[:, k, :, i, j].sum(), x, retain_graph=True)

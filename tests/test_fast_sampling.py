@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from test_autoregressive import fast_logits_gap
+from test_autoregressive import fast_cdf_gap
 
 from genzoo.models import GatedPixelCNN, PixelCNN
 from genzoo.nn.fast_pixelcnn import Wavefront, Window, geometry, pixelcnn_plan
@@ -62,7 +62,7 @@ def test_deep_pixelcnn_with_a_blind_spot_samples_as_the_naive_sampler(bottleneck
     model = PixelCNN(shape=(1, 8, 9), levels=6, net=dict(channels=12, blocks=6, head_channels=16, dropout=0.3,
                                                          bottleneck=bottleneck)).eval()
     assert same_as_naive(model)
-    assert fast_logits_gap(model, 4) < 1e-4
+    assert fast_cdf_gap(model, 4) < 1e-5
 
 
 @pytest.mark.parametrize("first, kernel", [(7, 1), (1, 3), (1, 1)], ids=["1x1_blocks", "1x1_first", "all_1x1"])
@@ -74,7 +74,7 @@ def test_pixelcnn_with_1x1_layers_samples_as_the_naive_sampler(first, kernel):
                                                          first_kernel_size=first, head_channels=8,
                                                          bottleneck=False)).eval()
     assert same_as_naive(model)
-    assert fast_logits_gap(model, 4) < 1e-4
+    assert fast_cdf_gap(model, 4) < 1e-5
 
 
 @pytest.mark.parametrize("shape", [(1, 3, 7), (3, 1, 5), (2, 6, 1), (3, 2, 3)], ids=str)
@@ -87,7 +87,7 @@ def test_odd_shapes_and_kernels_wider_than_the_image(name, shape):
         model = GatedPixelCNN(shape=shape, levels=3, net=dict(channels=12, layers=3, kernel_size=5, head_channels=8))
     model.eval()
     assert same_as_naive(model)
-    assert fast_logits_gap(model, 4) < 1e-4
+    assert fast_cdf_gap(model, 4) < 1e-5
 
 
 def test_gated_pixelcnn_with_a_deep_vertical_stack():
@@ -97,7 +97,7 @@ def test_gated_pixelcnn_with_a_deep_vertical_stack():
     model = GatedPixelCNN(shape=(3, 7, 6), levels=4, net=dict(channels=12, layers=7, kernel_size=3, head_channels=8))
     model.eval()
     assert same_as_naive(model)
-    assert fast_logits_gap(model, 3) < 1e-4
+    assert fast_cdf_gap(model, 3) < 1e-5
 
 
 def test_a_new_sample_uses_the_current_weights():

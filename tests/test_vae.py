@@ -165,7 +165,7 @@ def test_conv_vae_round_trips_every_supported_shape(size, channels):
     x = torch.randint(17, (2, channels, size, size))
     mu, logvar = model.posterior(x)
     assert mu.shape == logvar.shape == (2, 3)
-    assert model.decoder_logits(mu).shape == (2, channels, 17, size, size)
+    assert model.decoder_logits(mu).shape == (2, channels * 17, size, size)  # the categorical: C·L logits
     assert model.decode(mu).shape == (2, channels, size, size)
     assert model.sample(2).shape == (2, channels, size, size)
     metrics = model.evaluation_metrics(x, None, "test")
@@ -194,3 +194,19 @@ def test_cli_smoke_run_writes_both_bounds_and_the_pictures(cli, tmp_path):
     (wandb_run,) = run_dir.glob("wandb/offline-run-*")
     media = {p.name.split("_")[0] for p in wandb_run.glob("files/media/images/*.png")}
     assert {"samples", "reconstructions", "interpolations", "manifold"} <= media, media
+
+
+@pytest.mark.parametrize("shape, levels", [((1, 2, 2), 3), ((3, 1, 1), 4)], ids=["grey", "rgb"])
+def test_a_logistic_mixture_decoder_normalises_and_its_elbo_stays_below_one_in_total(shape, levels):
+    torch.manual_seed(0)
+    model = VAE(shape=shape, levels=levels, z_dim=2, net=dict(arch="mlp", hidden=8, depth=1),
+                decoder="logistic_mixture", components=2).eval()
+    images = torch.tensor(list(itertools.product(range(levels), repeat=math.prod(shape)))).view(-1, *shape)
+    with torch.no_grad():
+        params = model.decoder_logits(torch.randn(1, 2)).expand(len(images), -1, -1, -1)
+        total = model.log_px_given_z(params, images).double().exp().sum().item()
+        assert total == pytest.approx(1.0, abs=1e-5)  # p(x|z) over every image, the channels linked
+        elbo = torch.stack([model.elbo(images) for _ in range(200)]).mean(0)  # (N,) E_q[ELBO]
+        assert elbo.double().exp().sum().item() < 1.0
+        samples = model.sample(64)
+    assert samples.shape == (64, *shape) and 0 <= samples.min() and samples.max() < levels

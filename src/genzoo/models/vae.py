@@ -2,8 +2,9 @@
 bound of Burda, Grosse & Salakhutdinov (2016, "Importance Weighted Autoencoders") for evaluation.
 
 Prior p(z) = N(0, I); encoder q(z|x) = N(μ(x), diag σ²(x)); decoder p(x|z) a **discrete** distribution over the
-data's ``levels``: a categorical per sub-pixel (a Bernoulli when levels = 2), so bits/dim compare with PixelCNN's
-on the same data. The marginal p(x) = ∫ p(x|z) p(z) dz is intractable; training maximises the ELBO
+data's ``levels``, one of ``genzoo.nn.distributions`` (``decoder``): a categorical per sub-pixel (a Bernoulli when
+levels = 2), or PixelCNN++'s discretized logistic mixture (``decoder=logistic_mixture``, as the IAF paper's VAEs on
+CIFAR-10 use), so bits/dim compare with PixelCNN's on the same data. The marginal p(x) = ∫ p(x|z) p(z) dz is intractable; training maximises the ELBO
 
     log p(x) ≥ L(x) = E_{q(z|x)}[log p(x|z)] − KL(q(z|x) ‖ p(z)),
     KL = ½ Σ_j (μ_j² + σ_j² − 1 − log σ_j²)                                  (closed form, K&W appendix B),
@@ -20,22 +21,23 @@ evaluated ``samples_per_pass`` draws at a time (a running log-sum-exp), so memor
 ``test/iwae{k}_bpd``: upper bounds on the NLL in bits/dim, never the NLL itself.
 ``model.net.arch=conv`` uses the autoencoder's convolutional networks (8×8, 28×28, 32×32, 64×64);
 ``model.net.arch=mlp`` the papers' tanh MLPs (any shape); ``model.net`` holds the keyword arguments of
-``genzoo.nn.autoencoder.encoder_decoder``. Left out: training on the IWAE objective, learned or flow priors, and
-logistic-mixture decoders; the categorical decoder treats neighbouring levels as unrelated.
+``genzoo.nn.autoencoder.encoder_decoder``. Left out: training on the IWAE objective, and learned or flow priors; the
+categorical decoder treats neighbouring levels as unrelated, which the mixture does not.
 """
 
 from __future__ import annotations
 
 import math
+from typing import Literal
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from genzoo.errors import GenzooError
 from genzoo.models.base import GenerativeModel
 from genzoo.nn import build_network
 from genzoo.nn.autoencoder import encoder_decoder
+from genzoo.nn.distributions import output_distribution
 
 LOG_2PI = math.log(2 * math.pi)
 
@@ -67,6 +69,8 @@ class VAE(GenerativeModel):
         kl_warmup_steps: int = 0,
         eval_samples: int = 1000,
         eval_chunk_mb: float = 64.0,
+        decoder: Literal["categorical", "bernoulli", "logistic_mixture"] = "categorical",
+        components: int = 10,
         **kwargs,
     ):
         super().__init__(shape, levels, num_classes, **kwargs)
@@ -78,11 +82,11 @@ class VAE(GenerativeModel):
                               "and non-negative: beta=1 and kl_warmup_steps=0 train on the plain ELBO.")
         self.z_dim, self.beta, self.kl_warmup_steps = int(z_dim), float(beta), int(kl_warmup_steps)
         self.eval_samples, self.eval_chunk_mb = int(eval_samples), float(eval_chunk_mb)
-        self.bernoulli = self.levels == 2  # one logit per sub-pixel instead of two
-        per_pixel = self.shape[0] * (1 if self.bernoulli else self.levels)
+        options = {"components": components} if decoder == "logistic_mixture" else {}
+        self.distribution = output_distribution(decoder, self.shape[0], self.levels, "model.decoder", **options)
         self.encoder, self.decoder = build_network(
             encoder_decoder, net, shape=self.shape, z_dim=self.z_dim, encoder_out=2 * self.z_dim,
-            decoder_out_channels=per_pixel,
+            decoder_out_channels=self.distribution.params,
         )
         self._terms: tuple[Tensor, Tensor] | None = None  # the last training batch's (recon, KL) in nats
 
@@ -93,19 +97,13 @@ class VAE(GenerativeModel):
         return mu, logvar
 
     def decoder_logits(self, z: Tensor) -> Tensor:
-        """(N, C, H, W) Bernoulli logits when levels = 2, else (N, C, levels, H, W) categorical logits."""
-        out = self.decoder(z)
-        if self.bernoulli:
-            return out
-        c, h, w = self.shape
-        return out.view(len(z), c, self.levels, h, w)
+        """(N, P, H, W): the parameters of p(x|z) at every pixel (``self.distribution``'s; logits for the
+        categorical and the Bernoulli)."""
+        return self.decoder(z)
 
     def log_px_given_z(self, logits: Tensor, x: Tensor) -> Tensor:
         """(N,) log p(x|z) summed over sub-pixels; ``x`` (N, C, H, W) integers matching the N decoded codes."""
-        if self.bernoulli:
-            return -F.binary_cross_entropy_with_logits(logits, x.float(), reduction="none").flatten(1).sum(1)
-        log_probs = F.log_softmax(logits, dim=2)  # (N, C, levels, H, W)
-        return log_probs.gather(2, x.long().unsqueeze(2)).flatten(1).sum(1)
+        return self.distribution.log_prob(logits, x)
 
     # ---- the bounds ----------------------------------------------------------------------------------------
     def elbo_terms(self, x: Tensor) -> tuple[Tensor, Tensor]:
@@ -120,7 +118,7 @@ class VAE(GenerativeModel):
 
     def samples_per_pass(self, batch: int) -> int:
         """How many draws per image to decode at once so one pass's logits take about ``eval_chunk_mb``."""
-        per_image = 4 * math.prod(self.shape) * (1 if self.bernoulli else self.levels)
+        per_image = 4 * math.prod(self.shape[1:]) * self.distribution.params
         return max(1, int(self.eval_chunk_mb * 2**20 // (batch * per_image)))
 
     def _bounds(self, x: Tensor, k: int) -> tuple[Tensor, Tensor]:
@@ -183,11 +181,7 @@ class VAE(GenerativeModel):
 
     def decode(self, z: Tensor) -> Tensor:
         """(B, C, H, W) mean of p(x|z) on the 0 … levels-1 scale (pictures; ``sample`` draws x instead)."""
-        logits = self.decoder_logits(z)
-        if self.bernoulli:
-            return torch.sigmoid(logits)
-        values = torch.arange(self.levels, device=z.device, dtype=logits.dtype).view(1, 1, -1, 1, 1)
-        return (F.softmax(logits, dim=2) * values).sum(2)
+        return self.distribution.mean(self.decoder_logits(z))
 
     def code_prior(self) -> tuple[Tensor, Tensor]:
         """Mean and Cholesky factor of the prior N(0, I), for pictures that walk the code space."""
@@ -196,8 +190,4 @@ class VAE(GenerativeModel):
     @torch.no_grad()
     def sample(self, n: int, y: Tensor | None = None) -> Tensor:
         """z ~ N(0, I), then every sub-pixel drawn from p(x|z): noisy next to the decoded means of ``decode``."""
-        logits = self.decoder_logits(torch.randn(n, self.z_dim, device=self.device))
-        if self.bernoulli:
-            return torch.bernoulli(torch.sigmoid(logits)).long()
-        probs = F.softmax(logits.float(), dim=2).movedim(2, -1)  # (n, C, H, W, levels)
-        return torch.distributions.Categorical(probs=probs).sample()
+        return self.distribution.sample(self.decoder_logits(torch.randn(n, self.z_dim, device=self.device)))
