@@ -6,7 +6,8 @@ from genzoo.models.dcgan import DCGAN
 from genzoo.models.diagonal_bilstm import DiagonalBiLSTM
 from genzoo.models.gated_pixelcnn import GatedPixelCNN
 from genzoo.models.pixelcnn import PixelCNN
+from genzoo.models.pixelcnn_pp import PixelCNNPP
 from genzoo.models.row_lstm import RowLSTM
 from genzoo.models.vae import VAE
 
-__all__ = ["Autoencoder", "DCGAN", "DiagonalBiLSTM", "GatedPixelCNN", "GenerativeModel", "PixelCNN", "RowLSTM", "VAE"]
+__all__ = ["Autoencoder", "DCGAN", "DiagonalBiLSTM", "GatedPixelCNN", "GenerativeModel", "PixelCNN", "PixelCNNPP", "RowLSTM", "VAE"]
