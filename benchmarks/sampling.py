@@ -1,7 +1,9 @@
-"""Naive against cached sampling (Ramachandran et al. 2017) for the shipped PixelCNN and Gated PixelCNN networks.
+"""Naive against cached sampling (Ramachandran et al. 2017) for the shipped PixelCNN, Gated PixelCNN and PixelCNN++
+networks.
 
     python benchmarks/sampling.py                              # 1×28×28, 256 levels, batch 64, CPU
     python benchmarks/sampling.py --batch 256 --device cuda    # on a GPU
+    python benchmarks/sampling.py --models pixelcnn_pp --batch 16   # PixelCNN++ alone, 3×32×32
 
 Each model is built from its shipped config (``conf/model/{pixelcnn,gated_pixelcnn}.yaml``, untrained weights:
 the cost does not depend on them) for 1×28×28 images with 256 levels, in evaluation mode. Then, in one run:
@@ -17,7 +19,13 @@ the cost does not depend on them) for 1×28×28 images with 256 levels, in evalu
   over its samples, and the draws that float rounding flips; and the tensor operations each sampler runs per
   batch, counted on CPU, which is what a GPU launches as kernels.
 
-The last line is ``speedup: X`` for PixelCNN (naive seconds / fast seconds); the Gated PixelCNN line comes first.
+PixelCNN++ (``conf/model/pixelcnn_pp.yaml``) is measured on 3×32×32 images with 256 levels, the colour data it is
+for. Its naive sampler runs the full network once per *pixel* (a pixel's parameters do not depend on its own
+channels), its first ``--naive-steps`` pixels timed and extrapolated to H·W; the fast one computes each activation
+once (``genzoo.nn.fast_pixelcnn_pp``). Its check: the draws of the timed prefix, and the fast sampler's CDFs
+against one full pass over its samples.
+
+The last line is ``speedup: X`` for PixelCNN (naive seconds / fast seconds); the other models' lines come first.
 """
 
 from __future__ import annotations
@@ -29,22 +37,23 @@ from importlib.resources import files
 import torch
 from omegaconf import OmegaConf
 
-from genzoo.models import GatedPixelCNN, PixelCNN
+from genzoo.models import GatedPixelCNN, PixelCNN, PixelCNNPP
 from genzoo.models.autoregressive import Draws
 from genzoo.nn.fast_pixelcnn import generate_gated_pixelcnn, generate_pixelcnn
 from sampling_check import against_full_pass, count_ops
 
 SHAPE, LEVELS = (1, 28, 28), 256
-CLASSES = {"gated_pixelcnn": GatedPixelCNN, "pixelcnn": PixelCNN}
+PP_SHAPE = (3, 32, 32)
+CLASSES = {"gated_pixelcnn": GatedPixelCNN, "pixelcnn": PixelCNN, "pixelcnn_pp": PixelCNNPP}
 LOOPS = {"gated_pixelcnn": generate_gated_pixelcnn, "pixelcnn": generate_pixelcnn}
 
 
-def shipped_model(name: str, device: str):
+def shipped_model(name: str, device: str, shape=SHAPE):
     """The shipped config, less what the data fills in and what only the run uses."""
     cfg = OmegaConf.load(files("genzoo.conf") / "model" / f"{name}.yaml")
     hparams = {k: cfg[k] for k in cfg if k not in ("_target_", "shape", "levels", "num_classes", "monitor", "mode")}
     torch.manual_seed(0)
-    return CLASSES[name](SHAPE, LEVELS, 0, **hparams).to(device).eval(), hparams
+    return CLASSES[name](shape, LEVELS, 0, **hparams).to(device).eval(), hparams
 
 
 def sync(device: str) -> None:
@@ -104,20 +113,83 @@ def measure(name: str, batch: int, device: str, naive_steps: int, seed: int = 1)
     return naive_s / fast_s
 
 
+def measure_pixelcnn_pp(batch: int, device: str, naive_steps: int, seed: int = 1) -> float:
+    model, hparams = shipped_model("pixelcnn_pp", device, PP_SHAPE)
+    c, h, w = PP_SHAPE
+    pixels = h * w
+    model.sample_naive(batch, steps=c)  # warm-up
+    model.net.generate(2, None, Draws, model.scale, (c, 4, 4))
+    sync(device)
+    fast_s = []
+    for _ in range(2):  # the first call also plans the program for this size
+        torch.manual_seed(seed)
+        start = time.perf_counter()
+        fast = model.sample(batch)
+        sync(device)
+        fast_s.append(time.perf_counter() - start)
+    first_s, fast_s = fast_s
+    timed = pixels if naive_steps <= 0 else min(naive_steps, pixels)
+    torch.manual_seed(seed)
+    start = time.perf_counter()
+    naive = model.sample_naive(batch, steps=timed * c)
+    sync(device)
+    naive_pixel_s = (time.perf_counter() - start) / timed
+    naive_s = naive_pixel_s * pixels
+    differ = int((naive.flatten(2)[..., :timed] != fast.flatten(2)[..., :timed]).sum())
+    gap = cdf_gap(model, fast)
+    net = hparams["net"]
+    print(f"pixelcnn_pp: {net['channels']} channels, {net['resnets']} blocks per resolution, "
+          f"{hparams['components']} components, {c}x{h}x{w}, batch {batch}, {device}, "
+          f"{torch.get_num_threads()} torch threads (the fast path uses 1 on CPU)")
+    how = "all pixels run" if timed == pixels else f"{timed} of {pixels} pixels timed, extrapolated to {pixels}"
+    print(f"  naive: {naive_s:9.2f} s  ({naive_pixel_s * 1000:.1f} ms per pixel; {how}); "
+          f"draws differing from the fast run in that prefix: {differ}")
+    print(f"  fast:  {fast_s:9.2f} s  ({fast_s / pixels * 1000:.2f} ms per pixel; first call {first_s:.2f} s)")
+    print(f"  check: max |fast - full-pass CDF| = {gap:.2e}")
+    return naive_s / fast_s
+
+
+def cdf_gap(model, x: torch.Tensor) -> float:
+    """Largest difference between the CDFs the cached sampler drew from (recorded) and one full pass over x."""
+    records = []
+
+    class Recording(Draws):
+        def invert(self, cdf, k, positions, u=None):
+            records.append((k, positions.clone(), cdf.clone()))
+            return super().invert(cdf, k, positions, u)
+
+    torch.manual_seed(0)
+    again = model.net.generate(len(x), None, Recording, model.scale, model.shape)
+    with torch.no_grad():
+        params = model.logits(again).flatten(2).transpose(1, 2)  # (n, H·W, P)
+    earlier = again.flatten(2).transpose(1, 2)
+    worst = 0.0
+    for k, positions, cdf in records:
+        full = model.distribution.cdf(params[:, positions], k, earlier[:, positions, :k])
+        worst = max(worst, (cdf - full).abs().max().item())
+    return worst
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--naive-steps", type=int, default=8,
-                        help="naive steps timed, then extrapolated to all 784 (0: run all; default 8)")
+                        help="naive steps (pixels for PixelCNN++) timed, then extrapolated to all (0: run all; "
+                             "default 8)")
     parser.add_argument("--threads", type=int, default=None,
                         help="torch threads for the naive sampler (default: torch's own; the fast one uses 1 on CPU)")
     parser.add_argument("--models", nargs="+", choices=list(CLASSES), default=list(CLASSES))
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    print(f"torch {torch.__version__}; images 1x28x28, {LEVELS} levels; untrained shipped networks")
-    ratios = {name: measure(name, args.batch, args.device, args.naive_steps) for name in args.models}
+    print(f"torch {torch.__version__}; images 1x28x28 (PixelCNN++: 3x32x32), {LEVELS} levels; untrained shipped "
+          "networks")
+    ratios = {
+        name: measure_pixelcnn_pp(args.batch, args.device, args.naive_steps) if name == "pixelcnn_pp"
+        else measure(name, args.batch, args.device, args.naive_steps)
+        for name in args.models
+    }
     for name, ratio in ratios.items():
         if name != "pixelcnn":
             print(f"{name} speedup: {ratio:.1f}")

@@ -272,26 +272,24 @@ class DiscretizedLogisticMixture(OutputDistribution):
             joint = joint + self.bin_log_probs(values[..., k, None], x[..., k, None], mean, log_s[..., k, :])
         return torch.logsumexp(joint, -1).flatten(1).sum(1)
 
-    def all_levels(self, theta: Tensor, k: int, earlier: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """Channel k at every level: (…, M) component weights log w, (…, M, L) log P_{k,m}(v), given the scaled
-        earlier channels (…, ≥k) (and their levels, rounded from them)."""
+    def weights_and_mean(self, theta: Tensor, k: int, earlier: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Channel k given the pixel's scaled earlier channels (…, ≥k) (their levels rounded from them): the
+        component weights log w (…, M), the shifted means μ'_k (…, M) and the log-scales (…, M)."""
         log_pi, mu, log_s, alpha = self.unpack(theta)
         levels = ((earlier + 1) / (2 * self.half_bin)).round().long().clamp(0, self.levels - 1)
         weights = log_pi
         for c in range(k):
             mean = self.shifted_mean(mu, alpha, c, earlier)
             weights = weights + self.bin_log_probs(earlier[..., c, None], levels[..., c, None], mean, log_s[..., c, :])
-        weights = F.log_softmax(weights, dim=-1)
-        grid = torch.arange(self.levels, device=theta.device)
-        value, level = scaled(self.levels, grid), grid  # (L,)
-        mean = self.shifted_mean(mu, alpha, k, earlier)[..., None]  # (…, M, 1)
-        return weights, self.bin_log_probs(value, level, mean, log_s[..., k, :, None]), mean
+        return F.log_softmax(weights, dim=-1), self.shifted_mean(mu, alpha, k, earlier), log_s[..., k, :]
 
     def level_log_probs(self, params: Tensor, x: Tensor) -> Tensor:
         theta, earlier = channels_last(params), x.float().movedim(1, -1)  # (B, H, W, P), (B, H, W, C)
         out = []
+        grid = torch.arange(self.levels, device=params.device)
         for k in range(self.channels):
-            weights, log_p, _ = self.all_levels(theta, k, earlier)
+            weights, mean, log_s = self.weights_and_mean(theta, k, earlier)
+            log_p = self.bin_log_probs(scaled(self.levels, grid), grid, mean[..., None], log_s[..., None])  # (…, M, L)
             out.append(torch.logsumexp(weights[..., None] + log_p, dim=-2))  # (B, H, W, L)
         return torch.stack(out, dim=1).movedim(-1, 2)  # (B, C, L, H, W)
 
@@ -301,10 +299,9 @@ class DiscretizedLogisticMixture(OutputDistribution):
         values = torch.zeros(*shape, self.channels, device=params.device)
         if k > 0:
             values[..., :k] = scaled(self.levels, earlier[..., :k])
-        weights, _, mean = self.all_levels(params, k, values)
-        log_s = self.unpack(params)[2][..., k, :, None]  # (…, M, 1)
+        weights, mean, log_s = self.weights_and_mean(params, k, values)
         edges = scaled(self.levels, torch.arange(self.levels - 1, device=params.device)) + self.half_bin
-        below = torch.sigmoid((edges - mean) * torch.exp(-log_s))  # (…, M, L-1)
+        below = torch.sigmoid((edges - mean[..., None]) * torch.exp(-log_s[..., None]))  # (…, M, L-1)
         cdf = (weights.exp()[..., None] * below).sum(-2)
         return torch.cat([cdf, torch.ones_like(cdf[..., :1])], dim=-1)
 

@@ -61,14 +61,15 @@ class Plan:
         planner = Planner(self.image)
         self.output = net.body(planner, self.image, None if net.num_classes == 0 else "y")
         self.maps, self.program = planner.maps, planner.program
-        # a concat_elu map that only feeds convolutions is never stored: the convolution applies it to what it reads
+        # A concat_elu map that only feeds 1×1 convolutions is never stored: the convolution applies it to what it
+        # reads. One that a window reads is: applying it in the window would repeat it for every tap.
         self.elu_of = {ins.out.id: ins.inputs[0] for ins in self.program if ins.fn is concat_elu}
         readers = {}
         for ins in self.program:
             for m in ins.inputs:
                 readers.setdefault(m.id, []).append(ins)
         self.skipped = {
-            i for i in self.elu_of if all(reader.kind in ("window", "pointwise_conv") for reader in readers.get(i, []))
+            i for i in self.elu_of if all(reader.kind == "pointwise_conv" for reader in readers.get(i, []))
         }
         self.steps: list[list[Step]] = [[] for _ in range(h * w)]
         for index, ins in enumerate(self.program):
@@ -122,13 +123,11 @@ class Runner:
             weight = module.window_weight()  # (out, in, kh, kw)
             weight_t = weight.permute(2, 3, 1, 0).reshape(-1, weight.shape[0])  # (taps·in, out)
             bias = module.conv.bias
-            cache, elu = self.source(ins.inputs[0])
+            cache = self.caches[ins.inputs[0].id]
 
             def window(step: Step) -> Tensor:
                 values = cache.index_select(1, step.window)  # (n, P·taps, C)
-                if elu:
-                    values = concat_elu(values.view(-1, values.shape[-1]))
-                return torch.addmm(bias, values.reshape(n * len(step.slots), -1), weight_t)
+                return torch.addmm(bias, values.view(n * len(step.slots), -1), weight_t)
 
             return window
         if ins.kind == "pointwise_conv":
