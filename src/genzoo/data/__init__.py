@@ -7,6 +7,7 @@ from genzoo.data.cifar import CIFAR10DataModule
 from genzoo.data.digits import DigitsDataModule
 from genzoo.data.folder import FolderDataModule
 from genzoo.data.mnist import FashionMNISTDataModule, MNISTDataModule
+from genzoo.data.patches import PatchesDataModule
 from genzoo.data.svhn import SVHNDataModule
 
 __all__ = [
@@ -19,5 +20,6 @@ __all__ = [
     "FolderDataModule",
     "ImageDataModule",
     "MNISTDataModule",
+    "PatchesDataModule",
     "SVHNDataModule",
 ]
