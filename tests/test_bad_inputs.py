@@ -71,6 +71,11 @@ CASES = [
     case("schema", "refused", r"^model\.weight_decay=-0\.1 is out of range", "model.weight_decay=-0.1"),
     case("schema", "refused", r"^model\.scheduler='cosine' is not allowed: .*one of 'onecycle', 'none'",
          "model.scheduler=cosine"),
+    case("schema", "refused", r"^model\.decoder='gaussian' is not allowed: .*one of 'categorical', 'bernoulli', "
+         r"'logistic_mixture'", "model=vae", "model.decoder=gaussian"),
+    case("schema", "refused", r"^model\.components=0 is out of range: .*integer ≥ 1", "model=pixelcnn_pp",
+         "model.components=0"),
+    case("schema", "refused", r"^data\.stride=0 is out of range", "data=patches", "data.stride=0"),
     case("schema", "refused", r"^model\.mode='best' is not allowed: .*'min', 'max'", "model.mode=best"),
     case("schema", "refused", r"^test='maybe' is not allowed: test takes true or false", "test=maybe"),
     case("schema", "refused", r"^trainer\.precision=17 is not allowed", "trainer.precision=17"),

@@ -21,12 +21,14 @@ from genzoo.nn.autoencoder import encoder_decoder
 from genzoo.nn.dcgan import Discriminator, Generator
 from genzoo.nn.diagonal_bilstm import DiagonalBiLSTMNet
 from genzoo.nn.pixelcnn import GatedPixelCNNNet, PixelCNNNet
+from genzoo.nn.pixelcnn_pp import PixelCNNPPNet
 from genzoo.nn.row_lstm import RowLSTMNet
 
 # model= choice → {config node: what the model builds from it}. A new model adds its line here.
 NETWORKS = {
     "pixelcnn": {"net": PixelCNNNet},
     "gated_pixelcnn": {"net": GatedPixelCNNNet},
+    "pixelcnn_pp": {"net": PixelCNNPPNet},
     "row_lstm": {"net": RowLSTMNet},
     "diagonal_bilstm": {"net": DiagonalBiLSTMNet},
     "vae": {"net": encoder_decoder},

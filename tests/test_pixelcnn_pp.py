@@ -126,3 +126,19 @@ def test_draws_invert_the_mixture_cdf_with_the_sub_pixels_own_uniforms():
     reached = cdf[:, 0].gather(1, values) >= (u * cdf[:, 0, -1])[:, None] - 1e-7
     below = torch.where(values > 0, cdf[:, 0].gather(1, (values - 1).clamp(min=0)), torch.zeros_like(u[:, None]))
     assert reached.all() and (below < u[:, None] * cdf[:, 0, -1:]).all()
+
+
+# ---- the installed entry point ---------------------------------------------------------------------------------
+@pytest.mark.slow
+@pytest.mark.parametrize("data", ["digits", "patches"])
+def test_genzoo_train_smoke_run(data, cli, tmp_path):
+    import json
+    import math
+
+    run = cli.train("model=pixelcnn_pp", f"data={data}", "debug=smoke", "logger=csv", "model.net.channels=8",
+                    "model.net.resnets=1", "~callbacks.fidelity", workdir=tmp_path)
+    assert run.returncode == 0, run.tail()
+    metrics = json.loads((run.run_dir() / "metrics.json").read_text())
+    levels = 17 if data == "digits" else 256
+    assert 0 < metrics["test/bpd"] < math.log2(levels) + 1
+    assert list((run.run_dir() / "samples").glob("*.png"))

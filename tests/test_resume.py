@@ -179,6 +179,7 @@ SMALL_NETS = {
     "digits_gated_pixelcnn": ["model.net.channels=16", "model.net.layers=2", "model.net.head_channels=32"],
     "digits_row_lstm": ["model.net.hidden=8", "model.net.layers=2", "model.net.head_channels=32"],
     "digits_diagonal_bilstm": ["model.net.hidden=8", "model.net.layers=2", "model.net.head_channels=32"],
+    "digits_pixelcnn_pp": ["model.net.channels=8", "model.net.resnets=1"],
     "digits_vae": ["model.net.channels=8"],
     "digits_autoencoder": ["model.net.channels=8"],
     "digits_dcgan": ["model.generator.width=16", "model.discriminator.width=16"],
