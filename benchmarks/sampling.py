@@ -61,6 +61,27 @@ def sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
+def time_fast(model, batch: int, device: str, seed: int):
+    """The cached sampler from ``seed``, timed twice: (samples, first call's seconds, second call's seconds)."""
+    times = []
+    for _ in range(2):
+        torch.manual_seed(seed)
+        start = time.perf_counter()
+        fast = model.sample(batch)
+        sync(device)
+        times.append(time.perf_counter() - start)
+    return fast, times[0], times[1]
+
+
+def time_naive(model, batch: int, device: str, seed: int, steps: int, per: int):
+    """The naive sampler's first ``steps`` sub-pixels from ``seed``: (samples, seconds per one of ``per`` units)."""
+    torch.manual_seed(seed)
+    start = time.perf_counter()
+    naive = model.sample_naive(batch, steps=steps)
+    sync(device)
+    return naive, (time.perf_counter() - start) / per
+
+
 def measure(name: str, batch: int, device: str, naive_steps: int, seed: int = 1) -> float:
     model, hparams = shipped_model(name, device)
     steps = SHAPE[0] * SHAPE[1] * SHAPE[2]
@@ -69,21 +90,9 @@ def measure(name: str, batch: int, device: str, naive_steps: int, seed: int = 1)
     model.net.generate(batch, None, Draws, model.scale, (SHAPE[0], 2, SHAPE[2]))
     sync(device)
 
-    fast_s = []
-    for _ in range(2):
-        torch.manual_seed(seed)
-        start = time.perf_counter()
-        fast = model.sample(batch)
-        sync(device)
-        fast_s.append(time.perf_counter() - start)
-    first_s, fast_s = fast_s
-
+    fast, first_s, fast_s = time_fast(model, batch, device, seed)
     timed = steps if naive_steps <= 0 else min(naive_steps, steps)
-    torch.manual_seed(seed)
-    start = time.perf_counter()
-    naive = model.sample_naive(batch, steps=timed)
-    sync(device)
-    naive_step_s = (time.perf_counter() - start) / timed
+    naive, naive_step_s = time_naive(model, batch, device, seed, timed, timed)
     naive_s = naive_step_s * steps
     # The prefix the naive sampler drew, in raster order, against the fast sampler's.
     prefix = torch.arange(steps, device=device).view(SHAPE[1], SHAPE[2]) < timed  # C = 1
@@ -120,20 +129,9 @@ def measure_pixelcnn_pp(batch: int, device: str, naive_steps: int, seed: int = 1
     model.sample_naive(batch, steps=c)  # warm-up
     model.net.generate(2, None, Draws, model.scale, (c, 4, 4))
     sync(device)
-    fast_s = []
-    for _ in range(2):  # the first call also plans the program for this size
-        torch.manual_seed(seed)
-        start = time.perf_counter()
-        fast = model.sample(batch)
-        sync(device)
-        fast_s.append(time.perf_counter() - start)
-    first_s, fast_s = fast_s
+    fast, first_s, fast_s = time_fast(model, batch, device, seed)  # the first call also plans the program
     timed = pixels if naive_steps <= 0 else min(naive_steps, pixels)
-    torch.manual_seed(seed)
-    start = time.perf_counter()
-    naive = model.sample_naive(batch, steps=timed * c)
-    sync(device)
-    naive_pixel_s = (time.perf_counter() - start) / timed
+    naive, naive_pixel_s = time_naive(model, batch, device, seed, timed * c, timed)
     naive_s = naive_pixel_s * pixels
     differ = int((naive.flatten(2)[..., :timed] != fast.flatten(2)[..., :timed]).sum())
     gap = cdf_gap(model, fast)
