@@ -40,7 +40,7 @@ from omegaconf import OmegaConf
 from genzoo.models import GatedPixelCNN, PixelCNN, PixelCNNPP
 from genzoo.models.autoregressive import Draws
 from genzoo.nn.fast_pixelcnn import generate_gated_pixelcnn, generate_pixelcnn
-from sampling_check import against_full_pass, count_ops
+from sampling_check import against_full_pass, cdf_gap, count_ops
 
 SHAPE, LEVELS = (1, 28, 28), 256
 PP_SHAPE = (3, 32, 32)
@@ -145,27 +145,6 @@ def measure_pixelcnn_pp(batch: int, device: str, naive_steps: int, seed: int = 1
     print(f"  fast:  {fast_s:9.2f} s  ({fast_s / pixels * 1000:.2f} ms per pixel; first call {first_s:.2f} s)")
     print(f"  check: max |fast - full-pass CDF| = {gap:.2e}")
     return naive_s / fast_s
-
-
-def cdf_gap(model, x: torch.Tensor) -> float:
-    """Largest difference between the CDFs the cached sampler drew from (recorded) and one full pass over x."""
-    records = []
-
-    class Recording(Draws):
-        def invert(self, cdf, k, positions, u=None):
-            records.append((k, positions.clone(), cdf.clone()))
-            return super().invert(cdf, k, positions, u)
-
-    torch.manual_seed(0)
-    again = model.net.generate(len(x), None, Recording, model.scale, model.shape)
-    with torch.no_grad():
-        params = model.logits(again).flatten(2).transpose(1, 2)  # (n, H·W, P)
-    earlier = again.flatten(2).transpose(1, 2)
-    worst = 0.0
-    for k, positions, cdf in records:
-        full = model.distribution.cdf(params[:, positions], k, earlier[:, positions, :k])
-        worst = max(worst, (cdf - full).abs().max().item())
-    return worst
 
 
 def main() -> None:

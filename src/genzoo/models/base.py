@@ -24,6 +24,7 @@ from omegaconf import Container, OmegaConf
 from torch import Tensor
 
 from genzoo.errors import GenzooError
+from genzoo.nn.distributions import scaled
 
 
 class GenerativeModel(pl.LightningModule):
@@ -86,7 +87,7 @@ class GenerativeModel(pl.LightningModule):
 
     def scale(self, x: Tensor) -> Tensor:
         """Integer images to floats in [-1, 1] on the model's device."""
-        return x.float() * (2.0 / (self.levels - 1)) - 1.0
+        return scaled(self.levels, x)
 
     def step_generator(self) -> torch.Generator:
         """A generator for the draws of this training step alone (a GAN's noise), seeded by (the run's seed, the

@@ -24,6 +24,8 @@ the channels before it. ``output_distribution`` picks one by the name a config g
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -32,7 +34,7 @@ from genzoo.errors import GenzooError
 
 
 def scaled(levels: int, x: Tensor) -> Tensor:
-    """Integer levels to the networks' [-1, 1] scale (``GenerativeModel.scale``, the same arithmetic)."""
+    """Integer levels to the networks' [-1, 1] scale (what ``GenerativeModel.scale`` gives every network)."""
     return x.float() * (2.0 / (levels - 1)) - 1.0
 
 
@@ -41,7 +43,7 @@ def channels_last(params: Tensor) -> Tensor:
     return params.movedim(1, -1)
 
 
-class OutputDistribution:
+class OutputDistribution(ABC):
     """A distribution over a pixel's C channels of L levels given ``params`` numbers per pixel (see the module)."""
 
     name = ""
@@ -49,16 +51,22 @@ class OutputDistribution:
     def __init__(self, channels: int, levels: int):
         self.channels, self.levels = int(channels), int(levels)
 
-    params: int
+    @property
+    @abstractmethod
+    def params(self) -> int:
+        """Parameters per pixel: the network's output channels."""
 
+    @abstractmethod
     def log_prob(self, params: Tensor, x: Tensor) -> Tensor:
-        raise NotImplementedError
+        """(B,) log p(x | θ) of integer images x (B, C, H, W), θ (B, params, H, W)."""
 
+    @abstractmethod
     def level_log_probs(self, params: Tensor, x: Tensor) -> Tensor:
-        raise NotImplementedError
+        """(B, C, L, H, W) log p(x_c = v | θ, x_{<c}) for every level v, x (B, C, H, W) on the [-1, 1] scale."""
 
+    @abstractmethod
     def cdf(self, params: Tensor, k: int, earlier: Tensor | None = None) -> Tensor:
-        raise NotImplementedError
+        """(…, L) cumulative probabilities of channel k, θ (…, params), its pixel's channels < k (…, k) integers."""
 
     def sample(self, params: Tensor) -> Tensor:
         """(B, C, H, W) integers: channel by channel, each sub-pixel by inverting ``cdf`` at its own uniform."""
