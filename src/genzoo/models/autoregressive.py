@@ -51,8 +51,8 @@ class AutoregressiveModel(GenerativeModel):
     def sample(self, n: int, y: Tensor | None = None, fast: bool = True) -> Tensor:
         """(n, C, H, W) samples in evaluation mode (no dropout), drawn with the global torch RNG.
 
-        ``fast``: use the network's cached ``generate`` where it has one (PixelCNN, Gated PixelCNN and the
-        PixelRNNs do). Both paths draw every sub-pixel from the one uniform ``Draws`` gives it, whatever order
+        ``fast``: use the network's cached ``generate`` where it has one (PixelCNN, Gated PixelCNN, PixelCNN++
+        and the PixelRNNs do). Both paths draw every sub-pixel from the one uniform ``Draws`` gives it, whatever order
         they visit the sub-pixels in, so with the same seed they give the same samples up to rare flips from
         float rounding.
         """
