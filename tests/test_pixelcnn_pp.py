@@ -66,7 +66,7 @@ def test_a_shifted_convolution_is_the_window_the_cached_sampler_reads(kind, stri
 def test_every_activation_is_computed_once_and_only_after_what_it_reads():
     shape = (3, 5, 6)
     model = small(shape, resnets=2)
-    plan = Plan(model.net, shape)
+    plan = Plan(model.net, shape, torch.device("cpu"))
     seen = {}  # (instruction, slot) -> step
     for t, work in enumerate(plan.steps):
         for step in work:

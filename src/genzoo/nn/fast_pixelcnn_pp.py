@@ -35,7 +35,7 @@ from torch import Tensor, nn
 from genzoo.nn.fast_pixelcnn import sampling_mode
 from genzoo.nn.pixelcnn_pp import Instruction, Map, Planner, ShiftedConv, concat_elu
 
-_PLANS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # net -> {shape: Plan}
+_PLANS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # net -> {(shape, device): Plan}
 
 
 @dataclass
@@ -50,7 +50,7 @@ class Step:
 class Plan:
     """The program of a network at one image size, and per step the positions each instruction computes."""
 
-    def __init__(self, net: nn.Module, shape: tuple[int, int, int]):
+    def __init__(self, net: nn.Module, shape: tuple[int, int, int], device: torch.device):
         c, h, w = shape
         self.height, self.width = h, w
         self.padded = net.padded_size(h, w)
@@ -83,15 +83,17 @@ class Plan:
             bounds = torch.searchsorted(when, torch.arange(h * w + 1))
             for t in torch.nonzero(bounds[1:] > bounds[:-1]).squeeze(1).tolist():
                 at = positions[bounds[t] : bounds[t + 1]]
-                window = ins.window[at].flatten() if ins.window is not None else None
-                self.steps[t].append(Step(index, at + 1, window))
+                window = ins.window[at].flatten().to(device) if ins.window is not None else None
+                self.steps[t].append(Step(index, (at + 1).to(device), window))
 
     @classmethod
-    def of(cls, net: nn.Module, shape: tuple[int, int, int]) -> Plan:
+    def of(cls, net: nn.Module, shape: tuple[int, int, int], device: torch.device) -> Plan:
+        """The plan for this size, its index tensors on ``device`` (planned on the CPU, then moved once)."""
         plans = _PLANS.setdefault(net, {})
-        if shape not in plans:
-            plans[shape] = cls(net, shape)
-        return plans[shape]
+        key = (shape, torch.device(device))
+        if key not in plans:
+            plans[key] = cls(net, shape, device)
+        return plans[key]
 
 
 class Runner:
@@ -170,7 +172,7 @@ def generate_pixelcnn_pp(net, n: int, y: Tensor | None, new_draws, scale, shape)
     c, h, w = shape
     device = net.head.weight.device
     with sampling_mode(device):
-        plan = Plan.of(net, tuple(shape))
+        plan = Plan.of(net, tuple(shape), device)
         runner = Runner(net, plan, n, y if net.num_classes > 0 else None, device)
         draws = new_draws(n, shape, device)
         distribution = net.distribution
