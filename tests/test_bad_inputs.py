@@ -103,6 +103,9 @@ CASES = [
     case("schema", "refused", r"^model\.ema_decay=1\.0 is out of range: .*< 1", "model=dcgan", "model.ema_decay=1.0"),
     case("schema", "refused", r"^model\.label_smoothing=1 is out of range", "model=dcgan", "model.label_smoothing=1"),
     case("schema", "refused", r"^model\.generator\.width=0 is out of range", "model=dcgan", "model.generator.width=0"),
+    case("schema", "refused", r"^callbacks\.checkpoint\.every_n_epochs=3 is not a multiple of callbacks\.fidelity\."
+                              r"every_n_epochs=2, so the best checkpoint by val/fid", "model=dcgan",
+         "callbacks.fidelity.every_n_epochs=2", "callbacks.checkpoint.every_n_epochs=3"),
     case("schema", "refused", r"^model\.net\.hidden=0 is out of range", "model=row_lstm", "model.net.hidden=0"),
     case("schema", "refused", r"^model=nope is not one of genzoo's model configs: choose one of autoencoder",
          "model=nope"),

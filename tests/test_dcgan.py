@@ -141,7 +141,7 @@ def test_conditional_networks_use_the_label():
 
 def test_model_config_builds_a_gan_without_likelihood():
     cfg = OmegaConf.load(files("genzoo.conf") / "model" / "dcgan.yaml")
-    assert cfg.monitor is None and cfg.loss == "non_saturating" and cfg.lr == 2e-4 and cfg.beta1 == 0.5
+    assert cfg.monitor == "val/fid" and cfg.loss == "non_saturating" and cfg.lr == 2e-4 and cfg.beta1 == 0.5
     model = instantiate(cfg, shape=(3, 64, 64), levels=256, num_classes=0, **widths(8))
     assert isinstance(model, DCGAN) and model.likelihood is None
     assert model.sample(2).shape == (2, 3, 64, 64)
@@ -286,7 +286,7 @@ def test_experiment_digits_dcgan_selects_the_gan_on_the_digits():
     with initialize_config_module(config_module="genzoo.conf", version_base="1.3"):
         cfg = compose("train", overrides=["experiment=digits_dcgan"])
     assert cfg.model._target_ == "genzoo.models.DCGAN" and cfg.data._target_ == "genzoo.data.DigitsDataModule"
-    assert cfg.model.monitor is None and cfg.trainer.max_epochs >= 50
+    assert cfg.model.monitor == "val/fid" and cfg.trainer.max_epochs >= 50
     model = instantiate(cfg.model)
     assert model.shape == (1, 8, 8) and model.levels == 17
 
@@ -297,7 +297,7 @@ def test_genzoo_train_model_dcgan_smoke_writes_last_checkpoint_and_samples(cli, 
     assert run.returncode == 0, run.tail()
     assert "Traceback" not in run.output
     run_dir = run.run_dir()
-    assert OmegaConf.load(run_dir / "config.yaml").model.monitor is None
+    assert OmegaConf.load(run_dir / "config.yaml").model.monitor == "val/fid"
     state = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
     assert (int(state["state_dict"]["d_step_count"]), int(state["state_dict"]["g_step_count"])) == (2, 2)
     assert any(k.startswith("generator_ema.") for k in state["state_dict"])

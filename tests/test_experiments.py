@@ -14,11 +14,13 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.utils import get_class
 from omegaconf import OmegaConf, open_dict
 
+from genzoo.evaluation.protocol import FIELDS, is_fidelity_metric
+
 
 EXPERIMENTS = importlib.resources.files("genzoo.conf") / "experiment"
 NAMES = sorted(p.name[: -len(".yaml")] for p in EXPERIMENTS.iterdir() if p.name.endswith(".yaml"))
 DIGITS = [n for n in NAMES if n.startswith("digits_")]
-NUMBER_KEYS = {"metric", "value", "units", "data", "source"}
+NUMBER_KEYS = {"metric", "value", "units", "data", "source"}  # and a protocol for a fidelity number
 
 
 def composed(name: str):
@@ -47,14 +49,36 @@ def test_experiment_composes_into_a_config_naming_real_classes(name):
 
 
 @pytest.mark.parametrize("name", NAMES)
-def test_published_and_reached_numbers_carry_metric_units_data_and_source(name):
+def test_published_and_reached_numbers_carry_metric_units_data_source_and_for_fidelity_a_protocol(name):
     cfg = composed(name)
     for kind in ("published", "reached"):
         for entry in cfg.get(kind) or []:
-            assert set(entry) == NUMBER_KEYS, f"{name}: {kind} {entry}"
+            assert set(entry) - {"protocol"} == NUMBER_KEYS, f"{name}: {kind} {entry}"
             assert isinstance(entry["value"], (int, float)) and math.isfinite(entry["value"])
             assert "/" in entry["metric"], f"{name}: {entry['metric']} is not a logged metric key"
             assert all(isinstance(entry[k], str) and entry[k].strip() for k in ("units", "data", "source"))
+            assert_protocol_stated(entry, f"{name}: {kind} {entry['metric']}")
+
+
+def assert_protocol_stated(entry: dict, where: str) -> None:
+    """FID, IS, KID … differ by several points between protocols: a fidelity number names its extractor, its number
+    of generated images, its reference split and that split's size (a number, or words where the source has none)."""
+    if not is_fidelity_metric(entry["metric"]):
+        assert "protocol" not in entry, f"{where} is no fidelity metric"
+        return
+    protocol = entry.get("protocol")
+    assert isinstance(protocol, dict) and set(FIELDS) <= set(protocol), f"{where} states no protocol: {entry}"
+    for field in FIELDS:
+        value = protocol[field]
+        assert (isinstance(value, int) and value > 0) or (isinstance(value, str) and value.strip()), (where, field)
+
+
+def test_a_published_fid_without_its_protocol_is_refused():
+    number = {"metric": "test/fid", "value": 30.0, "units": "FID", "data": "CIFAR-10", "source": "a paper"}
+    with pytest.raises(AssertionError, match="states no protocol"):
+        assert_protocol_stated(number, "test")
+    assert_protocol_stated({**number, "protocol": {"extractor": "Inception-v3", "samples": 50000,
+                                                   "reference": "CIFAR-10 train", "reference_size": 50000}}, "test")
 
 
 @pytest.fixture(scope="module")

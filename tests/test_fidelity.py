@@ -219,3 +219,63 @@ def test_inception_extractor_takes_grey_digits_and_gives_pool_features_and_logit
     out = features.extract(extractor, digits.splits["test"].images[:2], 17)
     assert out["features"].shape == (2, 2048) and out["logits"].shape == (2, 1008)
     assert torch.isfinite(out["features"]).all()
+
+
+# ---- intra-class FID ------------------------------------------------------------------------------------------------
+class ClassSampler(torch.nn.Module):
+    """A stand-in conditional model whose samples are training images: of class y, or of class y+1 with ``swap`` —
+    the same images overall, each of the wrong class."""
+
+    levels, shape, conditional = 17, (1, 8, 8), True
+
+    def __init__(self, split, swap: bool = False):
+        super().__init__()
+        self.images, self.labels, self.swap = split.images, split.labels, swap
+        self.p = torch.nn.Parameter(torch.zeros(()))
+
+    @property
+    def device(self):
+        return self.p.device
+
+    def sample(self, n, y=None):
+        y = torch.randint(10, (n,)) if y is None else y.cpu()
+        pools = [self.images[self.labels == (c + self.swap) % 10] for c in y.tolist()]
+        return torch.stack([pool[torch.randint(len(pool), ())] for pool in pools]).long()
+
+
+class Broadcast:
+    def broadcast(self, obj, src=0):
+        return obj
+
+    def all_gather(self, tensor):
+        return tensor[None]
+
+
+class OneProcessTrainer(OneProcess):
+    strategy = Broadcast()
+
+
+def test_intra_class_fid_is_near_its_floor_for_the_right_classes_and_large_for_swapped_ones(digits, extractor, tmp_path):
+    from genzoo.callbacks import Fidelity
+
+    def scored(model):
+        callback = Fidelity(cache_dir=str(tmp_path), seed=0)
+        callback.extractor = extractor  # the tiny classifier of this module, not one trained here
+        torch.manual_seed(0)
+        return callback.compute(OneProcessTrainer(digits), model, "test"), callback.records["test/fidelity_protocol"]
+
+    honest, protocol = scored(ClassSampler(digits.splits["train"]))
+    swapped, _ = scored(ClassSampler(digits.splits["train"], swap=True))
+    assert sorted(k for k in honest if k.startswith("fid_class/")) == [f"fid_class/{c}" for c in range(10)]
+    assert honest["intra_fid"] == pytest.approx(sum(honest[f"fid_class/{c}"] for c in range(10)) / 10)
+    assert honest["intra_fid"] < 1.5 * honest["intra_fid_floor"]
+    assert swapped["intra_fid"] > 5 * honest["intra_fid"]
+    assert swapped["fid"] < 1.5 * honest["fid"] + 1, "overall, the swapped samples are as good: only intra-FID sees it"
+    assert protocol["per_class"]["classes"] == 10
+    references = {p.name.split("-n")[0] for p in (tmp_path / "fidelity").glob("digits-*-class[0-9]*.pt")}
+    assert references == {f"digits-{split}-class{c}" for split in ("test", "train") for c in range(10)}
+
+    unconditional = ClassSampler(digits.splits["train"])
+    unconditional.conditional = False
+    plain, _ = scored(unconditional)
+    assert not any(k.startswith(("fid_class/", "intra_fid")) for k in plain)

@@ -60,6 +60,7 @@ def evaluate_run(cfg: DictConfig, ckpt, evaluated) -> dict:
     finally:
         finish_wandb(failed)
     record = {k: v for k, v in scalar_metrics(trainer.callback_metrics).items() if k.startswith("test/")}
+    record.update(fidelity.records)  # test/fidelity_protocol: what the numbers were measured with
     record.update(checkpoint=str(ckpt), evaluated_run=str(evaluated), extractor=cfg.fidelity.extractor,
                   n=cfg.fidelity.n or len(datamodule.splits["test"]), seed=cfg.seed)
     if trainer.is_global_zero:

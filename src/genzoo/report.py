@@ -8,7 +8,12 @@ Everything comes from the runs' own files (``config.yaml``, ``metrics.jsonl``, `
 ``.hydra/overrides.yaml``), so it works offline and whatever logger the runs used. Runs are grouped by the swept
 keys — the overrides that differ between runs (or, without Hydra's record, the config values that differ) — with
 ``seed`` left out, so each group's final metrics are a mean ± sample standard deviation over its seeds. Where the
-experiment's config names ``published`` numbers, they stand beside the group's own. A folder it cannot read wholly
+experiment's config names ``published`` numbers, they stand beside the group's own.
+
+Fidelity numbers (FID, IS, KID, …) are only comparable under one protocol (``genzoo.evaluation.protocol``): each
+fidelity column holds one protocol, named by a tag in its header (``test/fid [P1]``) and spelled out in the table of
+protocols; runs measured under another protocol (or none recorded) get a column of their own, and are never averaged
+with the others. A published number stands beside ours with both protocols. A folder it cannot read wholly
 (a line a kill cut in half, an empty, unreadable or not-UTF-8 file, a link to nowhere) is never averaged in: the
 report lists it under "Left out" with the file and what is wrong (``genzoo.report_read``).
 """
@@ -24,7 +29,9 @@ import sys
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from genzoo.evaluation.protocol import describe, identity, is_fidelity_metric
 from genzoo.report_read import Damaged, Run, find_run_folders, natural, os_reason, read_run, read_sweeps, real
+from genzoo.report_protocols import columns_for, mapping, protocols_of, run_protocol
 from genzoo.report_render import render_html, render_markdown
 
 # Config keys that differ between runs without being a choice of the experimenter (folders, ids, the numbers an
@@ -32,6 +39,7 @@ from genzoo.report_render import render_html, render_markdown
 IGNORED_PREFIXES = ("paths.", "logger.", "hydra.", "resume", "task_name", "published", "reached")
 IGNORED_SUFFIXES = ("dir", "dirpath", "_path")
 PROBE_ACC = r"probe/acc_\d+(\.\d+)?pct$"  # the linear probe's accuracy with that percentage of the labels
+PER_CLASS = "/fid_class/"  # one FID per class: in metrics.json, summed up in the table by intra_fid
 
 
 @dataclass
@@ -129,7 +137,7 @@ def group_runs(runs: list[Run]) -> tuple[list[Group], list[str]]:
 def summary_keys(runs: list[Run]) -> list[str]:
     """Final metrics worth a column: test metrics, probe accuracies of the encoder, the best monitored value."""
     keys = {k for r in runs for k, v in r.final.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
-    test = sorted(k for k in keys if k.startswith("test/") and not k.endswith("_step"))
+    test = sorted(k for k in keys if k.startswith("test/") and not k.endswith("_step") and PER_CLASS not in k)
     probe = sorted((k for k in keys if re.match(PROBE_ACC, k)),
                    key=lambda k: float(re.findall(r"[\d.]+", k)[0]))
     return test + probe + [k for k in ("best_score", "time_s") if k in keys]
@@ -153,29 +161,35 @@ def metric_value(run: Run, key: str) -> float | None:
     return None
 
 
-def summarise(group: Group, key: str) -> dict | None:
-    values = [v for r in group.runs if (v := metric_value(r, key)) is not None]
+def summarise(group: Group, key: str, protocol: str | None = None) -> dict | None:
+    """Mean ± std of ``key`` over the group's runs; ``protocol``: of those measured under that protocol alone."""
+    runs = [r for r in group.runs if protocol is None or identity(run_protocol(r, key)) == protocol]
+    values = [v for r in runs if (v := metric_value(r, key)) is not None]
     if not values:
         return None
     mean, std = mean_std(values)
     return {"mean": mean, "std": std, "n": len(values)}
 
 
-def published_rows(groups: list[Group]) -> list[dict]:
+def published_rows(groups: list[Group], protocols: dict[str, dict]) -> list[dict]:
     """One row per number an experiment names — ``published`` (the literature) or ``reached`` (what genzoo reached
-    before with the same file) — with the group's own value of that metric."""
+    before with the same file) — with the group's own value of that metric; for a fidelity metric one row per
+    protocol the group measured it with, the two protocols side by side."""
     rows = []
     for group in groups:
         for kind in ("published", "reached"):
             for entry in group.runs[0].config.get(kind) or []:
-                rows.append({"group": group.label, "kind": kind, **entry, "ours": summarise(group, entry["metric"])})
+                metric, theirs = entry["metric"], entry.get("protocol")
+                row = {"group": group.label, "kind": kind, **entry,
+                       "their_protocol": describe(theirs) if theirs else ""}
+                if not is_fidelity_metric(metric):
+                    rows.append({**row, "ours": summarise(group, metric), "our_protocol": ""})
+                    continue
+                measured = dict.fromkeys(identity(run_protocol(r, metric)) for r in group.runs
+                                         if metric_value(r, metric) is not None)
+                rows += [{**row, "ours": summarise(group, metric, i), "our_protocol": protocols[i]["tag"]}
+                         for i in measured] or [{**row, "ours": None, "our_protocol": ""}]
     return rows
-
-
-def mapping(node, key: str) -> dict:
-    """``node[key]`` where both are mappings, else {}: for the optional parts of a config the report looks up."""
-    value = node.get(key) if isinstance(node, dict) else None
-    return value if isinstance(value, dict) else {}
 
 
 def build_report(root: Path, out: Path) -> dict:
@@ -214,13 +228,17 @@ def build_report(root: Path, out: Path) -> dict:
     unfinished = [{"run": str(r.path), "epochs": len({line["epoch"] for line in r.history})}
                   for r in found if r.path not in kept and real(r.path) not in failed_dirs]
     groups, group_keys = group_runs(runs)
-    columns = summary_keys(runs)
+    keys = summary_keys(runs)
+    protocols = protocols_of(runs, keys + [p["metric"] for g in groups for kind in ("published", "reached")
+                                           for p in g.runs[0].config.get(kind) or []])
+    columns = columns_for(runs, keys, protocols)
     rows = [{"group": dict(g.key), "label": g.label, "seeds": g.seeds, "runs": [str(r.path) for r in g.runs],
-             "metrics": {k: summarise(g, k) for k in columns}} for g in groups]
+             "metrics": {c.name: summarise(g, c.metric, c.protocol) for c in columns}} for g in groups]
     wandb_cfg = mapping(mapping(runs[0].config, "logger"), "wandb") if runs else {}
-    report = {"root": str(root), "group_keys": group_keys, "columns": columns, "rows": rows,
+    report = {"root": str(root), "group_keys": group_keys, "columns": [c.name for c in columns], "rows": rows,
               "wandb": {"project": wandb_cfg.get("project") or "genzoo", "entity": wandb_cfg.get("entity")},
-              "published": published_rows(groups), "failed": failed, "unreadable": unreadable,
+              "protocols": list(protocols.values()),
+              "published": published_rows(groups, protocols), "failed": failed, "unreadable": unreadable,
               "unfinished": unfinished, "plots": []}
     try:
         out.mkdir(parents=True, exist_ok=True)

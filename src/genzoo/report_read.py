@@ -22,6 +22,7 @@ SKIPPED = {".hydra", "wandb"}  # Hydra's copies of the config and W&B's files ar
 # Keys of metrics.json that hold numbers; the rest (best_checkpoint, genzoo-eval's checkpoint and extractor) is text.
 NUMERIC_KEYS = {"epochs", "steps", "time_s", "fit_time_s", "best_score", "n", "seed"}
 NON_FINITE = {"nan", "inf", "-inf"}  # how genzoo.run.folder.scalar_metrics writes a diverged value
+PROTOCOL = "/fidelity_protocol"  # a mapping beside a stage's fidelity numbers (genzoo.evaluation.protocol)
 
 
 class Damaged(Exception):
@@ -222,6 +223,10 @@ def parse_final(text: str) -> dict:
     if not final:
         raise Damaged("metrics.json holds no metrics ({})")
     for key, value in final.items():
+        if key.endswith(PROTOCOL):
+            if not isinstance(value, dict):
+                raise Damaged(f"metrics.json's {key} is {kind(value)} ({json.dumps(value)}), not a mapping")
+            continue
         if ("/" in key or key in NUMERIC_KEYS) and not is_number(value) and value not in NON_FINITE:
             raise Damaged(f"metrics.json's {key} is {kind(value)} ({json.dumps(value)}), not a number")
     return final

@@ -25,6 +25,14 @@ def seeds_cell(seeds: list) -> str:
     return f"{len(seeds)} ({', '.join(str(s) for s in seeds)})"
 
 
+def protocol_cells(protocol: dict | None) -> list[str]:
+    if not protocol:
+        return ["not recorded (a run from before genzoo wrote protocols)", "", "", "", "", ""]
+    accuracy = protocol.get("classifier_acc")
+    return [str(protocol.get(k, "")) for k in ("extractor", "weights", "samples", "reference", "reference_size")] + [
+        "" if accuracy is None else f"{accuracy:.3f}"]
+
+
 def tables(report: dict) -> list[tuple[str, list[str], list[list[str]]]]:
     """(title, header, rows) of each table, shared by the Markdown and the HTML."""
     keys = report["group_keys"]
@@ -32,11 +40,17 @@ def tables(report: dict) -> list[tuple[str, list[str], list[list[str]]]]:
     rows = [[*(row["group"].get(k, "—") for k in keys), seeds_cell(row["seeds"]),
              *(mean_pm_std(row["metrics"][c]) for c in report["columns"])] for row in report["rows"]]
     out = [("Final metrics (mean ± sample standard deviation over seeds)", header, rows)]
+    if report.get("protocols"):
+        out.append(("Fidelity protocols (a column holds numbers of one protocol only)",
+                    ["tag", "extractor", "weights", "generated", "reference", "reference size", "classifier acc"],
+                    [[p["tag"], *protocol_cells(p["protocol"])] for p in report["protocols"]]))
     if report["published"]:
         out.append(("Published (or earlier reached) numbers beside ours",
-                    ["group", "metric", "ours", "theirs", "kind", "units", "data", "source"],
-                    [[p["group"], p["metric"], mean_pm_std(p["ours"]), number(float(p["value"])), p["kind"],
-                      p.get("units", ""), p.get("data", ""), p.get("source", "")] for p in report["published"]]))
+                    ["group", "metric", "ours", "our protocol", "theirs", "their protocol", "kind", "units", "data",
+                     "source"],
+                    [[p["group"], p["metric"], mean_pm_std(p["ours"]), p.get("our_protocol", ""),
+                      number(float(p["value"])), p.get("their_protocol", ""), p["kind"], p.get("units", ""),
+                      p.get("data", ""), p.get("source", "")] for p in report["published"]]))
     if report["failed"]:
         out.append(("Failed jobs", ["job", "overrides", "error"],
                     [[f"#{j.get('num', '?')}", " ".join(map(str, j.get("overrides") or [])), j.get("error") or ""]

@@ -77,7 +77,7 @@ RANGES: dict[str, Range] = {
                      "head_channels", "kernel_size", "first_kernel_size", "z_dim", "d_steps", "eval_samples",
                      "image_size", "n", "pairs", "steps", "grid", "max_iter", "kid_subsets", "isc_splits",
                      "log_every_n_steps", "check_val_every_n_epoch", "accumulate_grad_batches", "num_nodes",
-                     "torch_threads", "nrow", "refresh_rate", "components", "resnets", "stride"], AT_LEAST_ONE),
+                     "torch_threads", "nrow", "refresh_rate", "components", "resnets", "stride", "n_per_class"], AT_LEAST_ONE),
     **dict.fromkeys(["dropout", "label_smoothing", "ema_decay", "beta1", "beta2", "val_fraction",
                      "test_fraction"], FRACTION),
     **dict.fromkeys(["max_epochs", "max_steps", "save_top_k", "num_sanity_val_steps"], LIMIT),

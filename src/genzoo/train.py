@@ -31,6 +31,7 @@ from genzoo.run.folder import open_run
 from genzoo.run.guard import hold_run_folder, leaves_no_folder_when_refused, refuse_existing_run
 from genzoo.run.loggers import finish_wandb
 from genzoo.run.process import check_accelerator, check_model_fits_data, check_strategy, start_process, strategy_for
+from genzoo.run.selection import settle_selection
 from genzoo.schema import check_config
 
 
@@ -49,6 +50,7 @@ def train(cfg: DictConfig) -> float | None:
             return None
     elif hydra_dir is not None:
         refuse_existing_run(hydra_dir)
+    settle_selection(cfg)
     check_config(cfg, "genzoo-train")
     with hold_run_folder(Path(cfg.paths.run_dir), "genzoo-train"):
         return fit_and_test(cfg, ckpt_path, state)

@@ -4,7 +4,18 @@ every N epochs at validation when asked.
 Logged as ``{val,test}/fid``, ``/is``, ``/kid``, ``/precision``, ``/recall``; beside them ``/fid_floor`` (FID of
 n training images against the same n reference images: what a perfect model would score at this n) and, with the
 domain classifier, ``/classifier_acc`` (its test accuracy: the features are only as good as the classifier).
-The reference split is the stage's own (val or test); n defaults to its size (180 on the digits).
+The reference split is the stage's own (val or test); n defaults to its size (180 on the digits). For a
+class-conditional model on labelled data (``model.conditional``), also FID per class and its mean,
+``/fid_class/{c}``, ``/intra_fid`` and ``/intra_fid_floor`` (``genzoo.evaluation.per_class``).
+
+Beside the numbers, the protocol they were measured with (``genzoo.evaluation.protocol``): extractor and weights
+hash, number of generated images, reference split and its size. It goes to ``metrics.json`` (through
+``MetricsFile``, which collects every callback's ``records``) and to the W&B run's summary as
+``{stage}/fidelity_protocol``.
+
+At validation the metrics exist only on the epochs they are computed: the values of an earlier epoch are taken out of
+the trainer's metrics at the start of each validation, so ``metrics.jsonl`` holds ``val/fid`` on those epochs alone
+and a monitor never sees a stale one (``genzoo.run.selection`` aligns the checkpoints with them).
 
 Under DDP every rank samples and extracts its share and the features are gathered (``evaluation.features``);
 rank zero alone computes the reference features (cached), loads the cached classifier or trains it when none is
@@ -23,7 +34,7 @@ import pytorch_lightning as pl
 import torch
 
 from genzoo.errors import GenzooError
-from genzoo.evaluation import cache, classifier, features, inception
+from genzoo.evaluation import cache, classifier, features, inception, per_class, protocol
 from genzoo.evaluation.metrics import fid, fidelity_metrics
 
 log = logging.getLogger(__name__)
@@ -32,9 +43,10 @@ EXTRACTORS = ("classifier", "inception")
 
 class Fidelity(pl.Callback):
     def __init__(self, cache_dir: str, extractor: str = "classifier", n: int | None = None, at_test: bool = True,
-                 every_n_epochs: int = 0, batch_size: int = 64, seed: int = 0, kid_subsets: int = 100,
+                 every_n_epochs: int | None = 0, batch_size: int = 64, seed: int = 0, kid_subsets: int = 100,
                  isc_splits: int = 10, floor: bool = True, inception_weights: str | None = None,
-                 download: bool = True, strict: bool = False, classifier_config: dict | None = None):
+                 download: bool = True, strict: bool = False, classifier_config: dict | None = None,
+                 per_class: bool = True, n_per_class: int | None = None):
         if extractor not in EXTRACTORS:
             raise GenzooError(f"fidelity extractor={extractor!r} is unknown: use one of {', '.join(EXTRACTORS)}.")
         if n is not None and int(n) < 2:
@@ -44,6 +56,8 @@ class Fidelity(pl.Callback):
         self.seed, self.kid_subsets, self.isc_splits, self.floor = int(seed), int(kid_subsets), int(isc_splits), floor
         self.inception_weights, self.download, self.strict = inception_weights, bool(download), bool(strict)
         self.classifier_config = dict(classifier_config or {})
+        self.per_class, self.n_per_class = bool(per_class), None if n_per_class is None else int(n_per_class)
+        self.records: dict[str, dict] = {}  # {stage}/fidelity_protocol → the protocol, for metrics.json
         self.extractor: features.Extractor | None = None
         self.unavailable: str | None = None  # why no metric can be computed (warned once)
         self.last: dict[str, float] = {}
@@ -111,6 +125,12 @@ class Fidelity(pl.Callback):
         return self.extractor
 
     # ---- the metrics -------------------------------------------------------------------------------------------
+    def classes(self, dm, pl_module, split: str) -> list[tuple[int, int]]:
+        """(class, n_c) to score one by one: a conditional model on labelled data, else none."""
+        if not (self.per_class and getattr(pl_module, "conditional", False) and getattr(dm, "num_classes", 0)):
+            return []
+        return per_class.class_sizes(dm.splits[split].labels, dm.num_classes, self.n_per_class)
+
     def compute(self, trainer: pl.Trainer, pl_module, split: str) -> dict[str, float] | None:
         """The metrics against ``split`` (val or test). Collective under DDP: every rank calls it."""
         extractor = self.get_extractor(trainer, pl_module)
@@ -119,24 +139,41 @@ class Fidelity(pl.Callback):
         dm, device = trainer.datamodule, pl_module.device
         real = dm.splits[split].images
         n = self.n or len(real)
-        generated = features.generated_features(
-            pl_module, extractor, n, self.batch_size, self.seed, trainer.global_rank, trainer.world_size,
-            all_gather=lambda t: trainer.strategy.all_gather(t), device=device)
-        results = None
+
+        def draw(count: int, seed: int, label: int | None = None):
+            return features.generated_features(
+                pl_module, extractor, count, self.batch_size, seed, trainer.global_rank, trainer.world_size,
+                all_gather=lambda t: trainer.strategy.all_gather(t), device=device, label=label)
+
+        generated = draw(n, self.seed)
+        sizes = self.classes(dm, pl_module, split)
+        by_class = {c: draw(k, per_class.class_seed(self.seed, c), c) for c, k in sizes}  # every rank, same order
+        results = record = None
         if trainer.is_global_zero:
             name, levels = dm.NAME or type(dm).__name__, dm.levels
             reference = cache.reference(extractor, self.cache_dir, name, split, real, levels, n, self.batch_size,
                                         device)
             results = fidelity_metrics(generated, reference, self.seed, self.kid_subsets, self.isc_splits)
+            train = dm.splits["train"]
             if self.floor:
-                train = cache.reference(extractor, self.cache_dir, name, "train", dm.splits["train"].images,
-                                        levels, min(n, len(real)), self.batch_size, device)
-                results["fid_floor"] = fid(train, reference)
+                floor = cache.reference(extractor, self.cache_dir, name, "train", train.images, levels,
+                                        min(n, len(real)), self.batch_size, device)
+                results["fid_floor"] = fid(floor, reference)
+            if by_class:
+                results.update(per_class.intra_class_fid(
+                    by_class, extractor, self.cache_dir, name, split, real, dm.splits[split].labels, train.images,
+                    train.labels, levels, self.batch_size, device, self.floor))
             if extractor.accuracy is not None:
                 results["classifier_acc"] = extractor.accuracy
-            log.info("Fidelity (%s, n=%d generated vs %d %s images): %s", extractor.name, len(generated["features"]),
-                     len(reference["features"]), split, {k: round(v, 4) for k, v in results.items()})
-        return trainer.strategy.broadcast(results, src=0)
+            classes = {"classes": len(sizes), "samples": "as many per class as the class's reference images"
+                       + (f", at most {self.n_per_class}" if self.n_per_class else "")} if sizes else None
+            record = protocol.record(extractor.name, extractor.digest, len(generated["features"]), name, split,
+                                     len(reference["features"]), extractor.accuracy, classes)
+            log.info("Fidelity (%s): %s", protocol.describe(record), {k: round(v, 4) for k, v in results.items()})
+        results, record = trainer.strategy.broadcast((results, record), src=0)
+        if record is not None:
+            self.records[f"{split}/{protocol.SUFFIX}"] = record
+        return results
 
     def _log(self, trainer: pl.Trainer, pl_module, split: str) -> None:
         results = self.compute(trainer, pl_module, split)
@@ -145,6 +182,26 @@ class Fidelity(pl.Callback):
         self.last = {f"{split}/{k}": v for k, v in results.items()}
         for key, value in self.last.items():  # equal on every rank; the mean over ranks keeps them so
             pl_module.log(key, torch.tensor(value, dtype=torch.float32, device=pl_module.device), sync_dist=True)
+        if trainer.is_global_zero:
+            self._protocol_to_wandb(trainer, split)
+
+    def _protocol_to_wandb(self, trainer: pl.Trainer, split: str) -> None:
+        """The protocol as a mapping in the W&B run's summary, beside the numbers (a summary holds the latest value,
+        which is what a protocol is; a history of identical mappings would be noise)."""
+        key = f"{split}/{protocol.SUFFIX}"
+        for logger in trainer.loggers:
+            if type(logger).__name__ == "WandbLogger":
+                logger.experiment.summary[key] = self.records[key]
+
+    def on_validation_epoch_start(self, trainer: pl.Trainer, pl_module) -> None:
+        # An earlier epoch's values would stay in the trainer's metrics until the next computation: metrics.jsonl
+        # would repeat them, and a monitor could compare one stale value with another.
+        if not trainer.sanity_checking:
+            for key in [k for k in trainer.callback_metrics if k.startswith("val/") and k[4:] in self._keys()]:
+                del trainer.callback_metrics[key]
+
+    def _keys(self) -> set[str]:
+        return {k.partition("/")[2] for k in self.last}
 
     def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module) -> None:
         epoch = trainer.current_epoch + 1

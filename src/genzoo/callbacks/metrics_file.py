@@ -1,5 +1,6 @@
 """The run folder's own record of metrics, whatever the logger: ``metrics.jsonl`` (one line per epoch) and
-``metrics.json`` (the final values: last epoch, best checkpoint score, test metrics, wall time).
+``metrics.json`` (the final values: last epoch, best checkpoint score, test metrics, wall time, and the records other
+callbacks keep beside their numbers, such as the Fidelity callback's ``{stage}/fidelity_protocol``).
 
 Times are the run's, not the process's: each checkpoint carries the wall time elapsed when it was written, and a
 resumed process adds its own to that, so ``time_s`` and ``fit_time_s`` go on across resumes. Time an interrupted
@@ -50,6 +51,11 @@ class MetricsFile(pl.Callback):
             self.before = self.restored
         self.restored = None
 
+    def _records(self, trainer: pl.Trainer, stage: str) -> None:
+        """What callbacks keep beside their numbers (``records``: key → a JSON-able value), of ``stage``."""
+        for callback in trainer.callbacks:
+            self.final.update({k: v for k, v in getattr(callback, "records", {}).items() if k.startswith(stage)})
+
     def _write_final(self) -> None:
         write_atomically(self.dirpath / "metrics.json", json.dumps(self.final, indent=2, sort_keys=True) + "\n")
 
@@ -84,11 +90,13 @@ class MetricsFile(pl.Callback):
         if ckpt is not None and ckpt.best_model_score is not None:
             self.final["best_score"] = float(ckpt.best_model_score)
             self.final["best_checkpoint"] = ckpt.best_model_path
+        self._records(trainer, "val/")
         self._write_final()
 
     @rank_zero_only
     def on_test_end(self, trainer: pl.Trainer, pl_module) -> None:
         self.final.update({k: v for k, v in scalar_metrics(trainer.callback_metrics).items()
                            if k.startswith(("test/", "probe/"))})  # the linear probe runs at test
+        self._records(trainer, "test/")
         self.final["time_s"] = self.elapsed()
         self._write_final()

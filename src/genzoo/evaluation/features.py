@@ -78,9 +78,14 @@ class Extractor:
     weights_hash: str | None = None  # of the loaded weights; None: the hash of the weights file
 
     @property
+    def digest(self) -> str:
+        """The hash of the weights (of the loaded ones, else of the file)."""
+        return self.weights_hash or file_hash(self.weights_path)
+
+    @property
     def key(self) -> str:
         """Name + weights hash: two extractors with the same key give the same features."""
-        return f"{self.name}-{self.weights_hash or file_hash(self.weights_path)}"
+        return f"{self.name}-{self.digest}"
 
     def to(self, device) -> Extractor:
         self.module.to(device)
@@ -133,8 +138,9 @@ def chunk_seed(seed: int, chunk: int) -> int:
 
 @torch.no_grad()
 def sample_chunks(model, n: int, batch_size: int, seed: int, rank: int = 0, world: int = 1,
-                  show: bool = True) -> tuple[Tensor, Tensor]:
-    """This rank's share of ``n`` samples: (images (m, C, H, W) on the CPU, chunk index of each image (m,))."""
+                  show: bool = True, label: int | None = None) -> tuple[Tensor, Tensor]:
+    """This rank's share of ``n`` samples: (images (m, C, H, W) on the CPU, chunk index of each image (m,));
+    ``label``: all of class ``label`` (``model.sample(n, y)``)."""
     chunks = [(k, min(batch_size, n - k * batch_size)) for k in range(-(-n // batch_size))][rank::world]
     devices = [model.device] if model.device.type == "cuda" else []
     images, index = [], []
@@ -142,7 +148,11 @@ def sample_chunks(model, n: int, batch_size: int, seed: int, rank: int = 0, worl
         for k, size in chunks:
             with torch.random.fork_rng(devices=devices):  # the caller's RNG stream stays where it was
                 torch.manual_seed(chunk_seed(seed, k))
-                images.append(model.sample(size).cpu())
+                if label is None:
+                    images.append(model.sample(size).cpu())
+                else:
+                    y = torch.full((size,), int(label), dtype=torch.long, device=model.device)
+                    images.append(model.sample(size, y).cpu())
             index.append(torch.full((size,), k, dtype=torch.long))
             bar.update(size)
     if not images:  # more ranks than chunks
@@ -162,10 +172,10 @@ def gather_rows(x: Tensor, all_gather, world: int) -> Tensor:
 
 
 def generated_features(model, extractor: Extractor, n: int, batch_size: int, seed: int, rank: int = 0,
-                       world: int = 1, all_gather=None, device=None) -> dict[str, Tensor]:
-    """Features of ``n`` samples of ``model``, drawn and extracted in shares by every rank, gathered in chunk
-    order on every rank. Collective under DDP: every rank must call it."""
-    images, index = sample_chunks(model, n, batch_size, seed, rank, world, show=rank == 0)
+                       world: int = 1, all_gather=None, device=None, label: int | None = None) -> dict[str, Tensor]:
+    """Features of ``n`` samples of ``model`` (of class ``label`` when given), drawn and extracted in shares by
+    every rank, gathered in chunk order on every rank. Collective under DDP: every rank must call it."""
+    images, index = sample_chunks(model, n, batch_size, seed, rank, world, show=rank == 0, label=label)
     feats = extract(extractor, images, model.levels, batch_size, device, "features (samples)", show=rank == 0)
     if world > 1:
         dev = device or next(extractor.module.parameters()).device

@@ -20,8 +20,8 @@ The two-player game, played by alternating gradient steps (Goodfellow et al. 201
   annealed linearly to 0 over the run (Sønderby et al. 2017), class conditioning (``genzoo.nn.dcgan``).
 
 No likelihood: ``sample`` maps G's tanh output back to the integers 0 … levels-1, so the grids and the
-sample-quality metrics treat it as every other model. Left out: checkpoints keep the last epoch (``monitor: null``;
-FID is measured at test, not at every validation); real images are fed to D on their discrete grid as is.
+sample-quality metrics treat it as every other model; the best checkpoint is the epoch of the lowest ``val/fid`` of
+these samples (``genzoo.run.selection``). Left out: real images are fed to D on their discrete grid as is.
 """
 
 from __future__ import annotations
