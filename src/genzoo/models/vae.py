@@ -32,8 +32,8 @@ log w = log p(x|z) + log p(z) − log q(z|x), so bits/dim mean the same whicheve
 ``conditional=true`` is the conditional VAE of Sohn, Lee & Yan (2015, "Learning Structured Output Representation
 using Deep Conditional Generative Models"): q(z|x, y) and p(x|z, y) see the class label y through a learned
 per-class bias on their first layer (for the MLPs exactly a concatenated one-hot label), the prior stays p(z) =
-N(0, I), and every bound is then a bound on log p(x|y), not log p(x): conditional bits/dim, lower than the
-unconditional model's by up to log2(classes)/dims. ``sample(n, y)`` draws images of the classes y.
+N(0, I), and every bound is then a bound on log p(x|y), not log p(x): conditional bits/dim (for one joint model
+the label is worth at most log2(classes)/dims bits/dim of exact likelihood). ``sample(n, y)`` draws images of the classes y.
 
 ``train_samples`` = k > 1 trains on L_k instead of the ELBO (IWAE; β and the warm-up then do not apply).
 
