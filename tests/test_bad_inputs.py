@@ -127,6 +127,11 @@ CASES = [
     case("schema", "refused", r"^The checkpoints are chosen by val/loss, which this run never logs \(it logs .*val/bpd"
                               r"\): set model\.monitor", *TINY, "model.monitor=val/loss", leaves="run"),
     case("schema", "refused", r"^model\.levels=5 does not match the data's levels 17", "model.levels=5"),
+    case("schema", "refused", r"^model\.posterior='nope' is not allowed: .*one of 'diagonal', 'iaf', 'planar'",
+         "model=vae", "model.posterior=nope"),
+    case("schema", "refused", r"^model\.flow_steps=0 is out of range", "model=vae", "model.flow_steps=0"),
+    case("schema", "refused", r"^model\.conditional=true needs labelled data, and this data has no classes: set "
+         r"model\.conditional=false\.$", "model=vae", "data=patches", "model.conditional=true"),
     case("schema", "refused", r"^data\.levels=5 does not match the digits data, whose levels is 17", "data.levels=5"),
     case("schema", "refused", r"^model\.net\.chanels is not an option of PixelCNNNet: use one of channels, blocks",
          "+model.net.chanels=8"),

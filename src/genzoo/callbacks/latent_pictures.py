@@ -10,7 +10,8 @@ from fixed images of one split (the test split by default):
   fig. 4), whose prior makes μ = 0, L = I.
 
 Every ``every_n_epochs`` epochs and at the last one as ``{name}_epoch_{NNN}.png``, and at test (the tested
-checkpoint) as ``{name}_test.png``, under ``samples/`` and to W&B / TensorBoard. Other models are skipped.
+checkpoint) as ``{name}_test.png``, under ``samples/`` and to W&B / TensorBoard. Other models are skipped, and so
+is a conditional VAE, whose code means something only together with a label.
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ from genzoo.nn.modes import evaluating
 
 
 def has_code(pl_module) -> bool:
+    if getattr(pl_module, "conditional", False):
+        return False
     return all(hasattr(pl_module, name) for name in ("encode", "decode", "code_prior"))
 
 

@@ -122,6 +122,10 @@ class LinearProbe(pl.Callback):
         if not hasattr(pl_module, "encode") or not trainer.is_global_zero:
             return  # nothing below may call a collective: only rank 0 gets here
         datamodule = trainer.datamodule
+        if getattr(pl_module, "conditional", False):
+            log.info("LinearProbe: the encoder is told the label (model.conditional=true), so its code is no fair "
+                     "feature for predicting it; no linear probe is fitted.")
+            return
         if getattr(pl_module, "num_classes", 0) == 0:
             log.info("LinearProbe: the data has no class labels (num_classes=0), so no linear probe is fitted.")
             return

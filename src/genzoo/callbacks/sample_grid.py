@@ -1,4 +1,8 @@
-"""A grid of samples drawn with a fixed seed every N epochs, saved as PNG and sent to the loggers."""
+"""A grid of samples drawn with a fixed seed every N epochs, saved as PNG and sent to the loggers.
+
+A class-conditional model (``conditional`` true and ``num_classes > 0``: the conditional VAE, Gated PixelCNN,
+PixelCNN++, DCGAN) gets one row per class, n // num_classes samples each (at least one), drawn with
+``sample(n, y)``."""
 
 from __future__ import annotations
 
@@ -43,6 +47,16 @@ def log_grid(trainer: pl.Trainer, key: str, grid: torch.Tensor, path: Path) -> N
             logger.experiment.add_image(key, grid, global_step=trainer.global_step)
 
 
+def class_rows(model, n: int) -> tuple[torch.Tensor | None, int | None]:
+    """(labels 0, 0, …, 1, 1, … with n // classes of each (at least one), per row) for a class-conditional model;
+    (None, None) for any other."""
+    classes = getattr(model, "num_classes", 0)
+    if not getattr(model, "conditional", False) or classes <= 0:
+        return None, None
+    per_row = max(1, n // classes)
+    return torch.arange(classes, device=model.device).repeat_interleave(per_row), per_row
+
+
 class SampleGrid(pl.Callback):
     def __init__(self, dirpath: str, n: int = 64, every_n_epochs: int = 10, seed: int = 1234):
         self.dirpath, self.n, self.every_n_epochs, self.seed = Path(dirpath), int(n), int(every_n_epochs), seed
@@ -52,8 +66,9 @@ class SampleGrid(pl.Callback):
         devices = [pl_module.device] if pl_module.device.type == "cuda" else []
         with torch.random.fork_rng(devices=devices), evaluating(pl_module):
             torch.manual_seed(self.seed)
-            x = pl_module.sample(self.n)
-        grid = image_grid(x.cpu(), pl_module.levels)
+            y, per_row = class_rows(pl_module, self.n)
+            x = pl_module.sample(len(y), y) if y is not None else pl_module.sample(self.n)
+        grid = image_grid(x.cpu(), pl_module.levels, nrow=per_row)
         self.dirpath.mkdir(parents=True, exist_ok=True)
         path = self.dirpath / f"{name}.png"
         save_image(grid, path)

@@ -43,7 +43,7 @@ class Autoencoder(GenerativeModel):
         self.z_dim = int(z_dim)
         self.encoder, self.decoder = build_network(
             encoder_decoder, net, shape=self.shape, z_dim=self.z_dim, encoder_out=self.z_dim,
-            decoder_out_channels=self.shape[0],
+            decoder_out_channels=self.shape[0], num_classes=0,
         )
         # The Gaussian that `sample` draws codes from; N(0, I) until it is fitted to the training codes.
         self.register_buffer("code_mean", torch.zeros(self.z_dim))

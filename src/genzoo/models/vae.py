@@ -21,8 +21,25 @@ evaluated ``samples_per_pass`` draws at a time (a running log-sum-exp), so memor
 ``test/iwae{k}_bpd``: upper bounds on the NLL in bits/dim, never the NLL itself.
 ``model.net.arch=conv`` uses the autoencoder's convolutional networks (8×8, 28×28, 32×32, 64×64);
 ``model.net.arch=mlp`` the papers' tanh MLPs (any shape); ``model.net`` holds the keyword arguments of
-``genzoo.nn.autoencoder.encoder_decoder``. Left out: training on the IWAE objective, and learned or flow priors; the
-categorical decoder treats neighbouring levels as unrelated, which the mixture does not.
+``genzoo.nn.autoencoder.encoder_decoder``.
+
+``posterior`` chooses q(z|x) (``genzoo.nn.posteriors``): ``diagonal`` (the above), ``iaf`` (an inverse
+autoregressive flow of ``flow_steps`` MADE steps of width ``flow_hidden`` fed by a context h of ``flow_context``
+numbers from the encoder; Kingma et al. 2016) or ``planar`` (``flow_steps`` planar maps; Rezende & Mohamed 2015).
+A flow's KL has no closed form: the ELBO then uses the draw's log q(z|x) − log p(z), and every bound the same
+log w = log p(x|z) + log p(z) − log q(z|x), so bits/dim mean the same whichever posterior gave them.
+
+``conditional=true`` is the conditional VAE of Sohn, Lee & Yan (2015, "Learning Structured Output Representation
+using Deep Conditional Generative Models"): q(z|x, y) and p(x|z, y) see the class label y through a learned
+per-class bias on their first layer (for the MLPs exactly a concatenated one-hot label), the prior stays p(z) =
+N(0, I), and every bound is then a bound on log p(x|y), not log p(x): conditional bits/dim (for one joint model
+the label is worth at most log2(classes)/dims bits/dim of exact likelihood). ``sample(n, y)`` draws images of the classes y.
+
+``train_samples`` = k > 1 trains on L_k instead of the ELBO (IWAE; β and the warm-up then do not apply).
+
+Left out: learned priors, and conditioning on anything but a class label (labels
+for unlabelled data, as in semi-supervised VAEs, would need q(y|x)); the categorical decoder treats neighbouring
+levels as unrelated, which the mixture does not.
 """
 
 from __future__ import annotations
@@ -38,21 +55,8 @@ from genzoo.models.base import GenerativeModel
 from genzoo.nn import build_network
 from genzoo.nn.autoencoder import encoder_decoder
 from genzoo.nn.distributions import output_distribution
-
-LOG_2PI = math.log(2 * math.pi)
-
-
-def gaussian_kl(mu: Tensor, logvar: Tensor) -> Tensor:
-    """(B,) KL(N(μ, diag e^logvar) ‖ N(0, I)) in closed form."""
-    return 0.5 * (mu.pow(2) + logvar.exp() - 1 - logvar).sum(-1)
-
-
-def standard_normal_log_prob(z: Tensor) -> Tensor:
-    return -0.5 * (z.pow(2) + LOG_2PI).sum(-1)
-
-
-def diagonal_normal_log_prob(z: Tensor, mu: Tensor, logvar: Tensor) -> Tensor:
-    return -0.5 * ((z - mu).pow(2) * torch.exp(-logvar) + logvar + LOG_2PI).sum(-1)
+from genzoo.nn.posteriors import (  # noqa: F401  (the Gaussian helpers are part of this module's API)
+    POSTERIORS, build_posterior, diagonal_normal_log_prob, gaussian_kl, standard_normal_log_prob)
 
 
 class VAE(GenerativeModel):
@@ -67,10 +71,16 @@ class VAE(GenerativeModel):
         net: dict | None = None,
         beta: float = 1.0,
         kl_warmup_steps: int = 0,
+        train_samples: int = 1,
         eval_samples: int = 1000,
         eval_chunk_mb: float = 64.0,
         decoder: Literal["categorical", "bernoulli", "logistic_mixture"] = "categorical",
         components: int = 10,
+        posterior: Literal["diagonal", "iaf", "planar"] = "diagonal",
+        flow_steps: int = 4,
+        flow_hidden: int = 128,
+        flow_context: int = 32,
+        conditional: bool = False,
         **kwargs,
     ):
         super().__init__(shape, levels, num_classes, **kwargs)
@@ -80,40 +90,62 @@ class VAE(GenerativeModel):
         if float(beta) <= 0 or int(kl_warmup_steps) < 0:
             raise GenzooError(f"model.beta={beta} and model.kl_warmup_steps={kl_warmup_steps} must be positive "
                               "and non-negative: beta=1 and kl_warmup_steps=0 train on the plain ELBO.")
+        if int(train_samples) < 1 or (int(train_samples) > 1 and (float(beta) != 1 or int(kl_warmup_steps))):
+            raise GenzooError(f"model.train_samples={train_samples} with model.beta={beta} and model.kl_warmup_steps="
+                              f"{kl_warmup_steps}: train on the ELBO (train_samples=1, where beta and the warm-up "
+                              "apply) or on the importance-weighted bound (train_samples > 1, beta=1, no warm-up).")
+        if conditional and self.num_classes == 0:
+            raise GenzooError("model.conditional=true needs labelled data, and this data has no classes: "
+                              "set model.conditional=false.")
         self.z_dim, self.beta, self.kl_warmup_steps = int(z_dim), float(beta), int(kl_warmup_steps)
+        self.train_samples = int(train_samples)
         self.eval_samples, self.eval_chunk_mb = int(eval_samples), float(eval_chunk_mb)
+        self.conditional = bool(conditional)
         options = {"components": components} if decoder == "logistic_mixture" else {}
         self.distribution = output_distribution(decoder, self.shape[0], self.levels, "model.decoder", **options)
+        self.q = build_posterior(posterior, self.z_dim, int(flow_steps), int(flow_hidden), int(flow_context))
         self.encoder, self.decoder = build_network(
-            encoder_decoder, net, shape=self.shape, z_dim=self.z_dim, encoder_out=2 * self.z_dim,
-            decoder_out_channels=self.distribution.params,
+            encoder_decoder, net, shape=self.shape, z_dim=self.z_dim, encoder_out=self.q.features,
+            decoder_out_channels=self.distribution.params, num_classes=self.num_classes if conditional else 0,
         )
         self._terms: tuple[Tensor, Tensor] | None = None  # the last training batch's (recon, KL) in nats
 
     # ---- the two distributions -----------------------------------------------------------------------------
-    def posterior(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        """Mean and log-variance, each (B, z_dim), of q(z|x) for integer images x."""
-        mu, logvar = self.encoder(self.scale(x)).chunk(2, dim=1)
-        return mu, logvar
+    def labels(self, y: Tensor | None) -> Tensor | None:
+        if not self.conditional:
+            return None
+        if y is None:
+            raise GenzooError("This VAE is conditional (model.conditional=true): give the class labels y.")
+        return y
 
-    def decoder_logits(self, z: Tensor) -> Tensor:
+    def posterior_features(self, x: Tensor, y: Tensor | None = None) -> Tensor:
+        """(B, q.features): what the encoder gives the posterior for integer images x (and labels y)."""
+        return self.encoder(self.scale(x), self.labels(y))
+
+    def posterior(self, x: Tensor, y: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """Mean and log-variance, each (B, z_dim), of q(z|x) for integer images x (of the flow's z₀ for a flow)."""
+        return self.q.base(self.posterior_features(x, y))
+
+    def decoder_logits(self, z: Tensor, y: Tensor | None = None) -> Tensor:
         """(N, P, H, W): the parameters of p(x|z) at every pixel (``self.distribution``'s; logits for the
         categorical and the Bernoulli)."""
-        return self.decoder(z)
+        return self.decoder(z, self.labels(y))
 
     def log_px_given_z(self, logits: Tensor, x: Tensor) -> Tensor:
         """(N,) log p(x|z) summed over sub-pixels; ``x`` (N, C, H, W) integers matching the N decoded codes."""
         return self.distribution.log_prob(logits, x)
 
     # ---- the bounds ----------------------------------------------------------------------------------------
-    def elbo_terms(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        """(B,) one-draw estimate of E_q[log p(x|z)] and (B,) closed-form KL(q(z|x) ‖ p(z)), in nats."""
-        mu, logvar = self.posterior(x)
-        z = mu + torch.randn_like(mu) * torch.exp(0.5 * logvar)
-        return self.log_px_given_z(self.decoder_logits(z), x), gaussian_kl(mu, logvar)
+    def elbo_terms(self, x: Tensor, y: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """(B,) one-draw estimate of E_q[log p(x|z)] and (B,) KL(q(z|x) ‖ p(z)) in nats: in closed form for the
+        diagonal Gaussian, log q(z|x) − log p(z) at the same draw for a flow."""
+        features = self.posterior_features(x, y)
+        z, log_q = self.q.draw(features, 1)  # (1, B, z_dim), (1, B)
+        kl = self.q.kl(features, log_q - standard_normal_log_prob(z))
+        return self.log_px_given_z(self.decoder_logits(z[0], y), x), kl
 
-    def elbo(self, x: Tensor) -> Tensor:
-        recon, kl = self.elbo_terms(x)
+    def elbo(self, x: Tensor, y: Tensor | None = None) -> Tensor:
+        recon, kl = self.elbo_terms(x, y)
         return recon - kl
 
     def samples_per_pass(self, batch: int) -> int:
@@ -121,25 +153,30 @@ class VAE(GenerativeModel):
         per_image = 4 * math.prod(self.shape[1:]) * self.distribution.params
         return max(1, int(self.eval_chunk_mb * 2**20 // (batch * per_image)))
 
-    def _bounds(self, x: Tensor, k: int) -> tuple[Tensor, Tensor]:
-        """(B,) L_k(x) and (B,) the ELBO estimated from the same k draws (its KL in closed form)."""
-        mu, logvar = self.posterior(x)
-        std = torch.exp(0.5 * logvar)
+    def _bounds(self, x: Tensor, k: int, y: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
+        """(B,) L_k(x), and the ELBO's two terms estimated from the same k draws: (B,) E_q[log p(x|z)] and (B,) the
+        KL (in closed form where there is one)."""
+        features = self.posterior_features(x, y)
         log_sum_w = torch.full((len(x),), -math.inf, device=x.device)
         recon_sum = torch.zeros(len(x), device=x.device)
+        log_ratio_sum = torch.zeros(len(x), device=x.device)  # Σ_s log q(z_s|x) − log p(z_s)
         step = self.samples_per_pass(len(x))
         for start in range(0, k, step):
             s = min(step, k - start)
-            z = mu + torch.randn(s, *mu.shape, device=mu.device) * std  # (s, B, z_dim)
+            z, log_q = self.q.draw(features, s)  # (s, B, z_dim), (s, B)
             x_rep = x.expand(s, *x.shape).reshape(s * len(x), *x.shape[1:])
-            log_px = self.log_px_given_z(self.decoder_logits(z.flatten(0, 1)), x_rep).view(s, len(x))  # (s, B)
-            log_w = log_px + standard_normal_log_prob(z) - diagonal_normal_log_prob(z, mu, logvar)  # (s, B)
+            y_rep = None if y is None else y.expand(s, *y.shape).reshape(-1)
+            log_px = self.log_px_given_z(self.decoder_logits(z.flatten(0, 1), y_rep), x_rep).view(s, len(x))
+            log_pz = standard_normal_log_prob(z)  # (s, B)
+            log_w = log_px + log_pz - log_q  # (s, B)
             log_sum_w = torch.logaddexp(log_sum_w, torch.logsumexp(log_w, dim=0))
             recon_sum = recon_sum + log_px.sum(0)
-        return log_sum_w - math.log(k), recon_sum / k - gaussian_kl(mu, logvar)
+            log_ratio_sum = log_ratio_sum + (log_q - log_pz).sum(0)
+        return log_sum_w - math.log(k), recon_sum / k, self.q.kl(features, (log_ratio_sum / k)[None])
 
     def log_likelihood(self, x: Tensor, y: Tensor | None = None, k: int | None = None) -> Tensor:
-        """(B,) one draw of the importance-weighted bound L_k(x) (k = 1: the ELBO; default ``eval_samples``).
+        """(B,) one draw of the importance-weighted bound L_k(x) (k = 1: the ELBO; default ``eval_samples``); of
+        L_k(x|y) when conditional.
 
         A lower bound in expectation only: exp of one draw is an unbiased estimate of p(x), so a draw can exceed
         log p(x).
@@ -147,7 +184,7 @@ class VAE(GenerativeModel):
         k = self.eval_samples if k is None else int(k)
         if k < 1:
             raise GenzooError(f"k={k} gives no bound: use k = 1 (the ELBO) or more.")
-        return self._bounds(x, k)[0]
+        return self._bounds(x, k, y)[0]
 
     # ---- training and evaluation ---------------------------------------------------------------------------
     def kl_weight(self) -> float:
@@ -155,8 +192,13 @@ class VAE(GenerativeModel):
         return self.beta * ramp
 
     def loss(self, x: Tensor, y: Tensor) -> Tensor:
-        """−E_q[log p(x|z)] + β_t·KL in bits/dim, averaged over the batch (−ELBO when β_t = 1)."""
-        recon, kl = self.elbo_terms(x)
+        """−E_q[log p(x|z)] + β_t·KL in bits/dim, averaged over the batch (−ELBO when β_t = 1); with
+        ``train_samples`` = k > 1, −L_k, the IWAE objective of Burda et al. (2016)."""
+        if self.train_samples > 1:
+            bound, recon, kl = self._bounds(x, self.train_samples, self.labels_or_none(y))
+            self._terms = (recon.detach(), kl.detach())
+            return self.bits_per_dim(bound).mean()
+        recon, kl = self.elbo_terms(x, self.labels_or_none(y))
         self._terms = (recon.detach(), kl.detach())
         return self.bits_per_dim(recon - self.kl_weight() * kl).mean()
 
@@ -170,18 +212,19 @@ class VAE(GenerativeModel):
 
     def evaluation_metrics(self, x: Tensor, y: Tensor, stage: str) -> dict[str, Tensor]:
         if stage != "test":  # one draw per image: cheap, unbiased, and what the checkpoint is chosen by
-            return {"elbo_bpd": self.bits_per_dim(self.elbo(x))}
-        iwae, elbo = self._bounds(x, self.eval_samples)
-        return {"elbo_bpd": self.bits_per_dim(elbo), f"iwae{self.eval_samples}_bpd": self.bits_per_dim(iwae)}
+            return {"elbo_bpd": self.bits_per_dim(self.elbo(x, self.labels_or_none(y)))}
+        iwae, recon, kl = self._bounds(x, self.eval_samples, self.labels_or_none(y))
+        return {"elbo_bpd": self.bits_per_dim(recon - kl), f"iwae{self.eval_samples}_bpd": self.bits_per_dim(iwae)}
 
     # ---- pictures ------------------------------------------------------------------------------------------
-    def encode(self, x: Tensor) -> Tensor:
-        """(B, z_dim) posterior means: the features a linear probe reads."""
-        return self.posterior(x)[0]
+    def encode(self, x: Tensor, y: Tensor | None = None) -> Tensor:
+        """(B, z_dim) posterior means (a flow's: its z₀ mean pushed through the flow): the features a linear probe
+        reads."""
+        return self.q.code(self.posterior_features(x, y))
 
-    def decode(self, z: Tensor) -> Tensor:
+    def decode(self, z: Tensor, y: Tensor | None = None) -> Tensor:
         """(B, C, H, W) mean of p(x|z) on the 0 … levels-1 scale (pictures; ``sample`` draws x instead)."""
-        return self.distribution.mean(self.decoder_logits(z))
+        return self.distribution.mean(self.decoder_logits(z, y))
 
     def code_prior(self) -> tuple[Tensor, Tensor]:
         """Mean and Cholesky factor of the prior N(0, I), for pictures that walk the code space."""
@@ -189,5 +232,9 @@ class VAE(GenerativeModel):
 
     @torch.no_grad()
     def sample(self, n: int, y: Tensor | None = None) -> Tensor:
-        """z ~ N(0, I), then every sub-pixel drawn from p(x|z): noisy next to the decoded means of ``decode``."""
-        return self.distribution.sample(self.decoder_logits(torch.randn(n, self.z_dim, device=self.device)))
+        """z ~ N(0, I), then every sub-pixel drawn from p(x|z) (p(x|z, y) when conditional; y (n,) labels, drawn
+        uniformly when not given): noisy next to the decoded means of ``decode``."""
+        if self.conditional and y is None:
+            y = torch.randint(self.num_classes, (n,), device=self.device)
+        z = torch.randn(n, self.z_dim, device=self.device)
+        return self.distribution.sample(self.decoder_logits(z, y if self.conditional else None))

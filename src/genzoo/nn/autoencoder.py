@@ -10,6 +10,11 @@
 Encoders map ``(B, C, H, W)`` floats in [-1, 1] to ``(B, out_dim)``; decoders map ``(B, z_dim)`` to
 ``(B, out_channels, H, W)``, where ``out_channels`` is whatever the model needs per pixel (C reconstructed values
 for the autoencoder, C·levels logits for the VAE). No normalisation layers: a code must not depend on the batch.
+
+With ``num_classes > 0`` (the conditional VAE) both take class labels y (B,) too: a learned per-class bias on the
+first layer's pre-activations, which for a linear first layer is exactly a one-hot label concatenated to the input
+(for the convolutional encoder it is so away from the border of the zero-padded first convolution). The biases
+start at zero, so a conditional network starts as the unconditional one.
 """
 
 from __future__ import annotations
@@ -40,8 +45,28 @@ def _widths(channels: int, downsamplings: int) -> list[int]:
     return [channels * min(2**i, 8) for i in range(downsamplings + 1)]
 
 
+def label_bias(num_classes: int, size: int) -> nn.Embedding | None:
+    """A zero-initialised learned bias of ``size`` per class, or None for an unconditional network."""
+    if num_classes <= 0:
+        return None
+    embed = nn.Embedding(num_classes, size)
+    nn.init.zeros_(embed.weight)
+    return embed
+
+
+def first_layer(layers: nn.Sequential, embed: nn.Embedding | None, x: Tensor, y: Tensor | None) -> Tensor:
+    """``layers(x)`` with the label's bias added after the first layer (broadcast over any pixels)."""
+    h = layers[0](x)
+    if embed is not None:
+        if y is None:
+            raise ValueError("a conditional network needs the class labels y")
+        bias = embed(y)
+        h = h + bias.view(*bias.shape, *[1] * (h.dim() - 2))
+    return layers[1:](h)
+
+
 class ConvEncoder(nn.Module):
-    def __init__(self, shape: Sequence[int], out_dim: int, channels: int = 32):
+    def __init__(self, shape: Sequence[int], out_dim: int, channels: int = 32, num_classes: int = 0):
         super().__init__()
         check_conv_shape(shape)
         c, size, _ = shape
@@ -52,13 +77,15 @@ class ConvEncoder(nn.Module):
             layers += [nn.Conv2d(w_in, w_out, 4, stride=2, padding=1), nn.ReLU()]
         self.features = nn.Sequential(*layers, nn.Flatten())
         self.out = nn.Linear(widths[-1] * (size >> n) ** 2, out_dim)
+        self.embed = label_bias(num_classes, widths[0])
 
-    def forward(self, x: Tensor) -> Tensor:
-        return self.out(self.features(x))
+    def forward(self, x: Tensor, y: Tensor | None = None) -> Tensor:
+        return self.out(first_layer(self.features, self.embed, x, y))
 
 
 class ConvDecoder(nn.Module):
-    def __init__(self, shape: Sequence[int], z_dim: int, out_channels: int, channels: int = 32):
+    def __init__(self, shape: Sequence[int], z_dim: int, out_channels: int, channels: int = 32,
+                 num_classes: int = 0):
         super().__init__()
         check_conv_shape(shape)
         _, size, _ = shape
@@ -70,9 +97,10 @@ class ConvDecoder(nn.Module):
         for w_in, w_out in zip(widths[:-1], widths[1:]):
             layers += [nn.ConvTranspose2d(w_in, w_out, 4, stride=2, padding=1), nn.ReLU()]
         self.up = nn.Sequential(*layers, nn.Conv2d(widths[-1], out_channels, 3, padding=1))
+        self.embed = label_bias(num_classes, math.prod(self.base))
 
-    def forward(self, z: Tensor) -> Tensor:
-        return self.up(self.input(z).view(len(z), *self.base))  # (B, out_channels, H, W)
+    def forward(self, z: Tensor, y: Tensor | None = None) -> Tensor:
+        return self.up(first_layer(self.input, self.embed, z, y).view(len(z), *self.base))  # (B, out_ch, H, W)
 
 
 def _mlp(sizes: list[int]) -> nn.Sequential:
@@ -86,23 +114,26 @@ def _mlp(sizes: list[int]) -> nn.Sequential:
 
 
 class MLPEncoder(nn.Module):
-    def __init__(self, shape: Sequence[int], out_dim: int, hidden: int = 256, depth: int = 2):
+    def __init__(self, shape: Sequence[int], out_dim: int, hidden: int = 256, depth: int = 2, num_classes: int = 0):
         super().__init__()
         self.net = _mlp([math.prod(shape)] + [hidden] * depth + [out_dim])
+        self.embed = label_bias(num_classes, hidden)
 
-    def forward(self, x: Tensor) -> Tensor:
-        return self.net(x.flatten(1))
+    def forward(self, x: Tensor, y: Tensor | None = None) -> Tensor:
+        return first_layer(self.net, self.embed, x.flatten(1), y)
 
 
 class MLPDecoder(nn.Module):
-    def __init__(self, shape: Sequence[int], z_dim: int, out_channels: int, hidden: int = 256, depth: int = 2):
+    def __init__(self, shape: Sequence[int], z_dim: int, out_channels: int, hidden: int = 256, depth: int = 2,
+                 num_classes: int = 0):
         super().__init__()
         _, h, w = shape
         self.out_shape = (out_channels, h, w)
         self.net = _mlp([z_dim] + [hidden] * depth + [math.prod(self.out_shape)])
+        self.embed = label_bias(num_classes, hidden)
 
-    def forward(self, z: Tensor) -> Tensor:
-        return self.net(z).view(len(z), *self.out_shape)  # (B, out_channels, H, W)
+    def forward(self, z: Tensor, y: Tensor | None = None) -> Tensor:
+        return first_layer(self.net, self.embed, z, y).view(len(z), *self.out_shape)  # (B, out_channels, H, W)
 
 
 def encoder_decoder(
@@ -115,11 +146,13 @@ def encoder_decoder(
     channels: int = 32,
     hidden: int = 256,
     depth: int = 2,
+    num_classes: int = 0,
 ) -> tuple[nn.Module, nn.Module]:
-    """An encoder to ``encoder_out`` numbers and a decoder from ``z_dim`` to ``decoder_out_channels`` per pixel.
+    """An encoder to ``encoder_out`` numbers and a decoder from ``z_dim`` to ``decoder_out_channels`` per pixel,
+    both told the class label when ``num_classes > 0``.
 
-    The keyword-only arguments are the networks' options (``model.net`` in the VAE's and the autoencoder's YAML);
-    the others come from the model.
+    The keyword-only arguments other than ``num_classes`` are the networks' options (``model.net`` in the VAE's
+    and the autoencoder's YAML); the others come from the model.
     """
     if arch not in ARCHS:
         raise GenzooError(f"model.net.arch={arch!r} is unknown: use 'conv' (8×8, 28×28, 32×32, 64×64 images) or "
@@ -127,10 +160,10 @@ def encoder_decoder(
     if int(z_dim) < 1:
         raise GenzooError(f"model.z_dim={z_dim} leaves no code: choose z_dim of 1 or more.")
     if arch == "conv":
-        return (ConvEncoder(shape, encoder_out, channels),
-                ConvDecoder(shape, z_dim, decoder_out_channels, channels))
+        return (ConvEncoder(shape, encoder_out, channels, num_classes),
+                ConvDecoder(shape, z_dim, decoder_out_channels, channels, num_classes))
     if int(depth) < 1 or int(hidden) < 1:
         raise GenzooError(f"model.net.depth={depth} and model.net.hidden={hidden} make no MLP: choose both of 1 or "
                           "more.")
-    return (MLPEncoder(shape, encoder_out, hidden, depth),
-            MLPDecoder(shape, z_dim, decoder_out_channels, hidden, depth))
+    return (MLPEncoder(shape, encoder_out, hidden, depth, num_classes),
+            MLPDecoder(shape, z_dim, decoder_out_channels, hidden, depth, num_classes))
