@@ -28,6 +28,7 @@ several code maps (VQ-VAE-2).
 from __future__ import annotations
 
 import torch
+from hydra.utils import get_class
 from omegaconf import OmegaConf
 from torch import Tensor
 
@@ -59,6 +60,18 @@ def load_first_stage(vqvae_dir: str | None) -> VQVAE:
     return load_model(ckpt, saved)
 
 
+def check_prior_node(node: dict) -> None:
+    """The prior's config names an autoregressive model and only options it takes (before anything is loaded)."""
+    target = node.get("_target_")
+    if not target:
+        raise GenzooError("model.prior names no _target_: give an autoregressive model, e.g. "
+                          "model.prior._target_=genzoo.models.GatedPixelCNN.")
+    check_target_node(node, "model.prior")  # importable, and each option one its constructor takes
+    if not issubclass(get_class(target), AutoregressiveModel):
+        raise GenzooError(f"model.prior._target_={target} is not an autoregressive model: use "
+                          "genzoo.models.PixelCNN or genzoo.models.GatedPixelCNN.")
+
+
 class VQVAEPrior(GenerativeModel):
     likelihood = "bound"
 
@@ -66,19 +79,19 @@ class VQVAEPrior(GenerativeModel):
                  prior: dict | None = None, **kwargs):
         super().__init__(shape, levels, num_classes, **kwargs)
         self.save_hyperparameters()
+        node = dict(prior or DEFAULT_PRIOR)
+        check_prior_node(node)
         vqvae = load_first_stage(vqvae_dir)
         if vqvae.shape != self.shape or vqvae.levels != self.levels:
             raise GenzooError(f"The VQ-VAE of model.vqvae_dir={vqvae_dir} was trained on images of shape "
                               f"{list(vqvae.shape)} with {vqvae.levels} levels, and this data has "
                               f"{list(self.shape)} with {self.levels}: train the prior on the first stage's data.")
         self.vqvae = vqvae.requires_grad_(False).eval()
-        node = dict(prior or DEFAULT_PRIOR)
-        check_target_node(node, "model.prior")
         code_space = {"shape": (1, *vqvae.code_shape), "levels": vqvae.codebook_size, "num_classes": 0}
-        self.prior = build(OmegaConf.create(node), "model.prior", **code_space)
-        if not isinstance(self.prior, AutoregressiveModel):
-            raise GenzooError(f"model.prior._target_={node['_target_']} is not an autoregressive model: use "
-                              "genzoo.models.PixelCNN or genzoo.models.GatedPixelCNN.")
+        try:
+            self.prior = build(OmegaConf.create(node), "model.prior", **code_space)
+        except GenzooError as e:  # the prior names its options model.*, the user wrote model.prior.*
+            raise GenzooError(str(e).replace("model.", "model.prior.")) from None
 
     def train(self, mode: bool = True):
         super().train(mode)
