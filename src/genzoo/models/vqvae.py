@@ -27,7 +27,7 @@ use are logged per epoch (``train/perplexity``, ``train/codes_used``).
 
 Left out: training the prior jointly with the autoencoder (the paper leaves it as future work too); several
 independent codes per position (the paper's CIFAR-10 latents are 8×8×10); a learned or hierarchical (VQ-VAE-2)
-code map.
+code map; with ``ema=false`` a restarted code keeps the optimiser's moment estimates of the code it replaces.
 """
 
 from __future__ import annotations
