@@ -169,6 +169,17 @@ CASES = [
     case("resume", "refused", r"^resume=\S+ does not exist", "resume={work}/nowhere"),
     case("resume", "refused", r"cannot choose another config group", "resume={run}", "model=vae"),
     case("resume", "refused", r"^seed='x' is not allowed", "resume={run}", "seed=x", "trainer.max_epochs=2"),
+    # ---- VQ-VAE: the second stage needs a first stage, and this one -------------------------------------------
+    case("vqvae", "refused", r"^model\.vqvae_dir is not set: give the run folder of a finished `genzoo-train "
+                             r"model=vqvae` run", "model=vqvae_prior"),
+    case("vqvae", "refused", r"^model\.vqvae_dir=\S+ does not exist", "model=vqvae_prior",
+         "model.vqvae_dir={work}/nowhere"),
+    case("vqvae", "refused", r"^model\.vqvae_dir=\S+ is a run of genzoo\.models\.PixelCNN, not of a VQ-VAE",
+         "model=vqvae_prior", "model.vqvae_dir={run}"),
+    case("vqvae", "refused", r"^model\.prior\._target_=genzoo\.models\.VAE is not an autoregressive model",
+         "model=vqvae_prior", "model.vqvae_dir={work}/nowhere", "model.prior._target_=genzoo.models.VAE"),
+    case("vqvae", "refused", r"^model\.net\.downsamplings=4 does not halve a 8×8 image exactly", "model=vqvae",
+         "model.net.downsamplings=4"),
     # ---- 5. W&B never takes a run down --------------------------------------------------------------------------
     case("wandb", "warned", r"does not answer .*so this run logs to W&B offline: upload it later with `wandb sync",
          *TINY, "logger=wandb", wandb="dead"),

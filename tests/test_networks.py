@@ -23,6 +23,7 @@ from genzoo.nn.diagonal_bilstm import DiagonalBiLSTMNet
 from genzoo.nn.pixelcnn import GatedPixelCNNNet, PixelCNNNet
 from genzoo.nn.pixelcnn_pp import PixelCNNPPNet
 from genzoo.nn.row_lstm import RowLSTMNet
+from genzoo.nn.vq import vq_encoder_decoder
 
 # model= choice → {config node: what the model builds from it}. A new model adds its line here.
 NETWORKS = {
@@ -34,10 +35,13 @@ NETWORKS = {
     "vae": {"net": encoder_decoder},
     "autoencoder": {"net": encoder_decoder},
     "dcgan": {"generator": Generator, "discriminator": Discriminator},
+    "vqvae": {"net": vq_encoder_decoder},
 }
+# Models whose nested node is another genzoo model (its own networks checked as that model), not a network.
+MODEL_OF_MODELS = {"vqvae_prior"}
 NODES = [(name, node) for name, nodes in NETWORKS.items() for node in nodes]
 MODEL_YAMLS = sorted(p.name[: -len(".yaml")] for p in (importlib.resources.files("genzoo.conf") / "model").iterdir()
-                     if p.name.endswith(".yaml"))
+                     if p.name.endswith(".yaml") and p.name[: -len(".yaml")] not in MODEL_OF_MODELS)
 
 
 def composed(name: str, *overrides: str):

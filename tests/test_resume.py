@@ -188,15 +188,33 @@ SMALL_NETS = {
     "digits_vae_iaf": ["model.net.channels=8", "model.flow_hidden=16"],  # the flow's draws and weights resume too
     "digits_autoencoder": ["model.net.channels=8"],
     "digits_dcgan": ["model.generator.width=16", "model.discriminator.width=16"],
+    # restart_after=3: a code restarted (from the batch, by the RNG) inside the resumed stretch
+    "digits_vqvae": ["model.net.channels=8", "model.net.resblocks=1", "model.codebook_size=16", "model.code_dim=4",
+                     "model.restart_after=3"],
+    "digits_vqvae_prior": ["model.vqvae_dir={vqvae}", "model.prior.net.channels=8", "model.prior.net.layers=2",
+                           "model.prior.net.head_channels=16"],
 }
+
+
+@pytest.fixture(scope="module")
+def vqvae_run(tmp_path_factory) -> Path:
+    """A first stage for the second stage's resume: one smoke epoch of a small VQ-VAE."""
+    work = tmp_path_factory.mktemp("vqvae")
+    result = run_main("genzoo-train", ["experiment=digits_vqvae", *SMALL_NETS["digits_vqvae"], "debug=smoke",
+                                       "logger=csv", "callbacks.fidelity=null", "test=false",
+                                       f"hydra.run.dir={work / 'first'}"], work)
+    assert result.code == 0
+    return work / "first"
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("experiment", EXPERIMENTS)
-def test_every_model_resumed_from_a_mid_epoch_checkpoint_ends_with_the_same_weights(tmp_path, experiment):
+def test_every_model_resumed_from_a_mid_epoch_checkpoint_ends_with_the_same_weights(tmp_path, experiment,
+                                                                                    request):
     # 6 batches an epoch (12 optimiser steps for the GAN), a step checkpoint every 2 optimiser steps; small networks
     # (exactness does not depend on their size), both processes run in this one (the imports are paid once)
-    run = [f"experiment={experiment}", *SMALL_NETS[experiment], "logger=csv", "test=false", "trainer.max_epochs=2", "callbacks.fidelity=null",
+    first_stage = {"vqvae": request.getfixturevalue("vqvae_run")} if experiment.endswith("_prior") else {}
+    run = [f"experiment={experiment}", *(a.format(**first_stage) for a in SMALL_NETS[experiment]), "logger=csv", "test=false", "trainer.max_epochs=2", "callbacks.fidelity=null",
            "callbacks.progress_bar=null", "+trainer.limit_train_batches=6", "+trainer.limit_val_batches=1",
            "trainer.enable_model_summary=false", "callbacks.step_checkpoint.every_n_train_steps=2",
            "callbacks.step_checkpoint.save_top_k=-1"]

@@ -9,5 +9,8 @@ from genzoo.models.pixelcnn import PixelCNN
 from genzoo.models.pixelcnn_pp import PixelCNNPP
 from genzoo.models.row_lstm import RowLSTM
 from genzoo.models.vae import VAE
+from genzoo.models.vqvae import VQVAE
+from genzoo.models.vqvae_prior import VQVAEPrior
 
-__all__ = ["Autoencoder", "DCGAN", "DiagonalBiLSTM", "GatedPixelCNN", "GenerativeModel", "PixelCNN", "PixelCNNPP", "RowLSTM", "VAE"]
+__all__ = ["Autoencoder", "DCGAN", "DiagonalBiLSTM", "GatedPixelCNN", "GenerativeModel", "PixelCNN", "PixelCNNPP", "RowLSTM", "VAE", "VQVAE",
+           "VQVAEPrior"]

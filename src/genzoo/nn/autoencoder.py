@@ -65,6 +65,27 @@ def first_layer(layers: nn.Sequential, embed: nn.Embedding | None, x: Tensor, y:
     return layers[1:](h)
 
 
+def downsampling_layers(in_channels: int, channels: int, halvings: int) -> list[nn.Module]:
+    """A 3×3 convolution to ``channels``, then ``halvings`` strided 4×4 convolutions, each halving the map and
+    doubling the channels (at most 8×), ReLU after each: (B, in_channels, H, W) → (B, _widths(…)[-1], H/2^n, W/2^n).
+    The convolutional part of ``ConvEncoder``, and the VQ-VAE's encoder before its residual blocks."""
+    widths = _widths(channels, halvings)
+    layers: list[nn.Module] = [nn.Conv2d(in_channels, widths[0], 3, padding=1), nn.ReLU()]
+    for w_in, w_out in zip(widths[:-1], widths[1:]):
+        layers += [nn.Conv2d(w_in, w_out, 4, stride=2, padding=1), nn.ReLU()]
+    return layers
+
+
+def upsampling_layers(channels: int, halvings: int, out_channels: int) -> list[nn.Module]:
+    """The mirror of ``downsampling_layers``: ``halvings`` transposed 4×4 convolutions (ReLU after each) from
+    ``_widths(…)[-1]`` channels, then a 3×3 convolution to ``out_channels`` per pixel."""
+    widths = _widths(channels, halvings)[::-1]
+    layers: list[nn.Module] = []
+    for w_in, w_out in zip(widths[:-1], widths[1:]):
+        layers += [nn.ConvTranspose2d(w_in, w_out, 4, stride=2, padding=1), nn.ReLU()]
+    return layers + [nn.Conv2d(widths[-1], out_channels, 3, padding=1)]
+
+
 class ConvEncoder(nn.Module):
     def __init__(self, shape: Sequence[int], out_dim: int, channels: int = 32, num_classes: int = 0):
         super().__init__()
@@ -72,10 +93,7 @@ class ConvEncoder(nn.Module):
         c, size, _ = shape
         n = CONV_DOWNSAMPLINGS[size]
         widths = _widths(channels, n)
-        layers: list[nn.Module] = [nn.Conv2d(c, widths[0], 3, padding=1), nn.ReLU()]
-        for w_in, w_out in zip(widths[:-1], widths[1:]):
-            layers += [nn.Conv2d(w_in, w_out, 4, stride=2, padding=1), nn.ReLU()]
-        self.features = nn.Sequential(*layers, nn.Flatten())
+        self.features = nn.Sequential(*downsampling_layers(c, channels, n), nn.Flatten())
         self.out = nn.Linear(widths[-1] * (size >> n) ** 2, out_dim)
         self.embed = label_bias(num_classes, widths[0])
 
@@ -93,10 +111,7 @@ class ConvDecoder(nn.Module):
         widths = _widths(channels, n)[::-1]
         self.base = (widths[0], size >> n, size >> n)
         self.input = nn.Sequential(nn.Linear(z_dim, math.prod(self.base)), nn.ReLU())
-        layers: list[nn.Module] = []
-        for w_in, w_out in zip(widths[:-1], widths[1:]):
-            layers += [nn.ConvTranspose2d(w_in, w_out, 4, stride=2, padding=1), nn.ReLU()]
-        self.up = nn.Sequential(*layers, nn.Conv2d(widths[-1], out_channels, 3, padding=1))
+        self.up = nn.Sequential(*upsampling_layers(channels, n, out_channels))
         self.embed = label_bias(num_classes, math.prod(self.base))
 
     def forward(self, z: Tensor, y: Tensor | None = None) -> Tensor:
