@@ -183,6 +183,9 @@ SMALL_NETS = {
     "digits_vae": ["model.net.channels=8"],
     "digits_autoencoder": ["model.net.channels=8"],
     "digits_dcgan": ["model.generator.width=16", "model.discriminator.width=16"],
+    "digits_wgan_gp": ["model.generator.width=8", "model.discriminator.width=8"],
+    "digits_hinge_sn": ["model.generator.width=8", "model.discriminator.width=8"],
+    "digits_r1": ["model.generator.width=8", "model.discriminator.width=8"],
 }
 
 

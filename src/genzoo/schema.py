@@ -109,7 +109,7 @@ TOP_LEVEL: dict[str, dict[str, Any]] = {
     "genzoo-eval": {"task_name": str, "ckpt": str, "seed": int, "paths": dict, "trainer": dict,
                     "logger": dict | None, "fidelity": dict},
     "genzoo-sample": {"task_name": str, "ckpt": str, "n": int, "seed": int, "batch_size": int,
-                      "nrow": int | None, "device": str, "paths": dict},
+                      "nrow": int | None, "device": str, "paths": dict, "y": int | None},
 }
 PATHS = {"data_dir": str, "cache_dir": str, "output_dir": str, "run_dir": str}
 GENZOO_TRAINER_KEYS = {"torch_threads": int | None}  # popped by genzoo before the Trainer is built

@@ -133,8 +133,9 @@ def chunk_seed(seed: int, chunk: int) -> int:
 
 @torch.no_grad()
 def sample_chunks(model, n: int, batch_size: int, seed: int, rank: int = 0, world: int = 1,
-                  show: bool = True) -> tuple[Tensor, Tensor]:
-    """This rank's share of ``n`` samples: (images (m, C, H, W) on the CPU, chunk index of each image (m,))."""
+                  show: bool = True, y: int | None = None) -> tuple[Tensor, Tensor]:
+    """This rank's share of ``n`` samples: (images (m, C, H, W) on the CPU, chunk index of each image (m,));
+    ``y``: every sample of that class (a conditional model), else the model's own choice."""
     chunks = [(k, min(batch_size, n - k * batch_size)) for k in range(-(-n // batch_size))][rank::world]
     devices = [model.device] if model.device.type == "cuda" else []
     images, index = [], []
@@ -142,7 +143,8 @@ def sample_chunks(model, n: int, batch_size: int, seed: int, rank: int = 0, worl
         for k, size in chunks:
             with torch.random.fork_rng(devices=devices):  # the caller's RNG stream stays where it was
                 torch.manual_seed(chunk_seed(seed, k))
-                images.append(model.sample(size).cpu())
+                labels = None if y is None else torch.full((size,), y, dtype=torch.long, device=model.device)
+                images.append((model.sample(size) if labels is None else model.sample(size, labels)).cpu())
             index.append(torch.full((size,), k, dtype=torch.long))
             bar.update(size)
     if not images:  # more ranks than chunks
