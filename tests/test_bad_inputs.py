@@ -106,6 +106,14 @@ CASES = [
     case("schema", "refused", r"^callbacks\.checkpoint\.every_n_epochs=3 is not a multiple of callbacks\.fidelity\."
                               r"every_n_epochs=2, so the best checkpoint by val/fid", "model=dcgan",
          "callbacks.fidelity.every_n_epochs=2", "callbacks.checkpoint.every_n_epochs=3"),
+    case("schema", "refused", r"^model\.loss='nope' is not allowed: model\.loss takes one of 'minimax', "
+                              r"'non_saturating', 'hinge', 'wgan_gp'", "model=dcgan", "model.loss=nope"),
+    case("schema", "refused", r"^model\.arch='nope' is not allowed: .*'dcgan', 'resnet'", "model=dcgan", "model.arch=nope"),
+    case("schema", "refused", r"^model\.r1=-1 is out of range", "model=dcgan", "model.r1=-1"),
+    case("schema", "refused", r"^model\.conditional=true needs labelled data", "model=dcgan", "data=patches",
+         "model.conditional=true"),
+    case("schema", "refused", r"^A gradient penalty is per image.*model\.discriminator\.norm=layer", "model=dcgan",
+         "model.loss=wgan_gp", "model.discriminator.norm=batch"),
     case("schema", "refused", r"^model\.net\.hidden=0 is out of range", "model=row_lstm", "model.net.hidden=0"),
     case("schema", "refused", r"^model=nope is not one of genzoo's model configs: choose one of autoencoder",
          "model=nope"),
@@ -205,6 +213,8 @@ CASES = [
     case("trained run", "refused", r"^genzoo-eval needs ckpt=, the run to read: .*ckpt=outputs/runs/<run>", "logger=csv",
          script="genzoo-eval"),
     case("trained run", "refused", r"^genzoo-sample needs ckpt=", "n=4", script="genzoo-sample"),
+    case("trained run", "refused", r"^y=3 asks for one class, but this model was trained without "
+                                   r"model\.conditional=true", "ckpt={run}", "y=3", script="genzoo-sample"),
     case("trained run", "refused", r"weights-inception-2015-12-05-6726825d\.pth", "ckpt={run}", "logger=csv",
          "fidelity.extractor=inception", "fidelity.download=false", script="genzoo-eval"),
     case("trained run", "refused", r"is not a readable checkpoint", "ckpt={run}", "logger=csv", script="genzoo-eval",

@@ -7,6 +7,7 @@ from __future__ import annotations
 import math
 from importlib.resources import files
 
+import numpy as np
 import pytest
 import pytorch_lightning as pl
 import torch
@@ -82,8 +83,8 @@ def test_losses_stay_finite_where_the_sigmoid_saturates():
 
 
 def test_unknown_loss_names_the_known_ones():
-    with pytest.raises(GenzooError, match="model.loss='hinge'.*minimax, non_saturating"):
-        gan_loss("hinge")
+    with pytest.raises(GenzooError, match="model.loss='nope'.*minimax, non_saturating, hinge, wgan_gp"):
+        gan_loss("nope")
 
 
 # ---- networks ----------------------------------------------------------------------------------------------------
@@ -292,8 +293,19 @@ def test_experiment_digits_dcgan_selects_the_gan_on_the_digits():
 
 
 # ---- the installed entry point -----------------------------------------------------------------------------------
-def test_genzoo_train_model_dcgan_smoke_writes_last_checkpoint_and_samples(cli, tmp_path):
-    run = cli.train("model=dcgan", "debug=smoke", "logger=csv", workdir=tmp_path)
+# What D's outputs mean decides what is logged: probabilities for the logistic game, a critic's raw values and its
+# Wasserstein estimate for WGAN-GP (here conditional, so genzoo-sample draws one class from the run).
+SMOKE = {
+    "non_saturating": ([], ["d_real", "d_fake"]),
+    "wgan_gp": (["model.loss=wgan_gp", "model.conditional=true", "callbacks.fidelity=null"],
+                ["critic_real", "critic_fake", "wasserstein", "gradient_penalty"]),
+}
+
+
+@pytest.mark.parametrize("loss", list(SMOKE))
+def test_genzoo_train_model_dcgan_smoke_writes_last_checkpoint_and_samples(cli, tmp_path, loss):
+    overrides, keys = SMOKE[loss]
+    run = cli.train("model=dcgan", "debug=smoke", "logger=csv", *overrides, workdir=tmp_path)
     assert run.returncode == 0, run.tail()
     assert "Traceback" not in run.output
     run_dir = run.run_dir()
@@ -305,8 +317,16 @@ def test_genzoo_train_model_dcgan_smoke_writes_last_checkpoint_and_samples(cli, 
     with Image.open(png) as image:
         image.verify()
     header = (run_dir / "csv" / "version_0" / "metrics.csv").read_text().splitlines()[0].split(",")
-    for key in ("loss_d", "loss_g", "d_real", "d_fake", "grad_norm_d", "grad_norm_g"):
+    for key in ("loss_d", "loss_g", "grad_norm_d", "grad_norm_g", *keys):
         assert f"train/{key}_step" in header and f"train/{key}_epoch" in header, key
+    assert not {"train/d_real_step", "train/wasserstein_step"} <= set(header), "probabilities or a critic, not both"
+    if loss == "wgan_gp":
+        assert "val/wasserstein" in header
+        drawn = cli.script("genzoo-sample", f"ckpt={run_dir}", "y=3", "n=5", workdir=tmp_path)
+        assert drawn.returncode == 0, drawn.tail()
+        (npz,) = (tmp_path / "outputs" / "samples").glob("*/samples.npz")
+        with np.load(npz) as saved:
+            assert saved["samples"].shape == (5, 1, 8, 8) and int(saved["y"]) == 3
 
 
 def test_genzoo_train_model_dcgan_under_ddp_cpu_two_processes(cli, tmp_path):

@@ -193,6 +193,9 @@ SMALL_NETS = {
                      "model.restart_after=3"],
     "digits_vqvae_prior": ["model.vqvae_dir={vqvae}", "model.prior.net.channels=8", "model.prior.net.layers=2",
                            "model.prior.net.head_channels=16"],
+    "digits_wgan_gp": ["model.generator.width=8", "model.discriminator.width=8"],
+    "digits_hinge_sn": ["model.generator.width=8", "model.discriminator.width=8"],
+    "digits_r1": ["model.generator.width=8", "model.discriminator.width=8"],
 }
 
 

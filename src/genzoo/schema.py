@@ -73,7 +73,8 @@ RANGES: dict[str, Range] = {
                      "kl_warmup_steps", "every_n_epochs", "val_size", "test_size", "split_seed", "overfit_batches",
                      "limit_train_batches", "limit_val_batches", "limit_test_batches", "min_epochs", "min_steps",
                      "reload_dataloaders_every_n_epochs", "every_n_train_steps", "commitment", "restart_after",
-                     "downsamplings", "resblocks"], NON_NEGATIVE),
+                     "downsamplings", "resblocks", "gradient_penalty", "r1"],
+                     NON_NEGATIVE),
     **dict.fromkeys(["batch_size", "eval_batch_size", "channels", "blocks", "layers", "hidden", "depth", "width",
                      "head_channels", "kernel_size", "first_kernel_size", "z_dim", "d_steps", "eval_samples",
                      "image_size", "n", "pairs", "steps", "grid", "max_iter", "kid_subsets", "isc_splits",
@@ -112,7 +113,7 @@ TOP_LEVEL: dict[str, dict[str, Any]] = {
     "genzoo-eval": {"task_name": str, "ckpt": str, "seed": int, "paths": dict, "trainer": dict,
                     "logger": dict | None, "fidelity": dict},
     "genzoo-sample": {"task_name": str, "ckpt": str, "n": int, "seed": int, "batch_size": int,
-                      "nrow": int | None, "device": str, "paths": dict},
+                      "nrow": int | None, "device": str, "paths": dict, "y": int | None},
 }
 PATHS = {"data_dir": str, "cache_dir": str, "output_dir": str, "run_dir": str}
 GENZOO_TRAINER_KEYS = {"torch_threads": int | None}  # popped by genzoo before the Trainer is built

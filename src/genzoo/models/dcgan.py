@@ -1,13 +1,16 @@
-"""DCGAN: a generator G maps noise z ~ N(0, I) to images, a discriminator D tells real from fake (Goodfellow et al.
-2014, "Generative Adversarial Nets"; the networks of Radford et al. 2016, see ``genzoo.nn.dcgan``).
+"""GANs: a generator G maps noise z ~ N(0, I) to images, a discriminator D tells real from fake (Goodfellow et al.
+2014, "Generative Adversarial Nets"); the networks of DCGAN (Radford et al. 2016, ``genzoo.nn.dcgan``, the default)
+or SNGAN's ResNets (Miyato et al. 2018, ``genzoo.nn.sngan``, ``model.arch=resnet``).
 
-The two-player game, played by alternating gradient steps (Goodfellow et al. 2014, Algorithm 1):
+The two-player game, played by alternating gradient steps (Goodfellow et al. 2014, Algorithm 1; the objectives and
+their equations in ``genzoo.models.gan_losses``):
 
-    min_G max_D  E_x[log D(x)] + E_z[log(1 - D(G(z)))]
-
-* D step: descend D's cross-entropy (``genzoo.models.gan_losses``) on a batch of real images and a batch of fakes.
-* G step, after every ``d_steps`` = k D steps: descend ``model.loss`` — ``minimax`` (the game itself) or
-  ``non_saturating`` (maximise log D(G(z)), the default, because log(1 - D(G(z))) gives G no gradient while D wins).
+* D step: descend D's loss on a batch of real images and a batch of fakes, plus the penalties asked for — the
+  gradient penalty λ·E[(‖∇D(x̂)‖ - 1)²] on interpolates (``model.gradient_penalty``, λ = 10 by default for
+  ``wgan_gp``) and R1, γ/2·E[‖∇D(x)‖²] on the real images (``model.r1``). A penalty's gradient is a double
+  backward through D, taken by ``manual_backward`` like the rest of the loss.
+* G step, after every ``d_steps`` = k D steps: descend ``model.loss``'s generator loss — ``minimax``,
+  ``non_saturating`` (the default), ``hinge`` or ``wgan_gp``.
 * Batching: every training batch is one D step on fresh real images; every k-th batch is also followed by one
   G step on fresh noise (as many fakes as the batch has images, with its labels when conditional). An epoch of
   N batches thus holds N D steps and about N/k G steps; the pattern carries on across epochs (the counts are
@@ -15,16 +18,28 @@ The two-player game, played by alternating gradient steps (Goodfellow et al. 201
 * Noise comes from a generator of the step's own (``step_generator``: the run's seed, the rank, the step), so a
   resumed run draws what an uninterrupted one would and DDP ranks draw their own. Under DDP the strategy looks for
   unused parameters (``finds_unused_parameters``): each step leaves one player without gradients.
+* Spectral norm's power iteration advances on D's forwards on real and fake images (and G's step), never on a
+  gradient penalty's extra pass (``frozen_power_iteration``); R1 reuses D's forward on the real images.
+* A gradient penalty needs each image's output to depend on that image alone: with one, D's ``norm`` defaults to
+  layer norm (DCGAN networks; the ResNet D has none), batch norm is refused, and ``spectral_norm`` defaults to off.
 * Options: an exponential moving average of G's weights (sampled from, Karras et al. 2018 / Yazıcı et al. 2019),
-  one-sided label smoothing of D's real targets (Salimans et al. 2016), instance noise N(0, σ²) on D's inputs
-  annealed linearly to 0 over the run (Sønderby et al. 2017), class conditioning (``genzoo.nn.dcgan``).
+  one-sided label smoothing of D's real targets (Salimans et al. 2016; logistic losses only), instance noise
+  N(0, σ²) on D's inputs annealed linearly to 0 over the run (Sønderby et al. 2017), class conditioning
+  (``model.conditional=true`` on labelled data: the projection discriminator of Miyato & Koyama 2018 in both
+  architectures; G concatenates a label embedding to z in DCGAN's, conditional batch norm in the ResNet).
+* Logged: ``train/loss_d``, ``train/loss_g``, gradient norms, each penalty (``train/gradient_penalty``,
+  ``train/r1``); ``train/d_real``, ``train/d_fake`` as probabilities σ(l) for the logistic losses, a critic's raw
+  means ``train/critic_real``, ``train/critic_fake`` otherwise, and for ``wgan_gp`` the Wasserstein estimate
+  Ŵ = E[D(x)] - E[D(G(z))] as ``train/wasserstein`` and, on held-out images against fixed noise, ``val/wasserstein``.
 
 No likelihood: ``sample`` maps G's tanh output back to the integers 0 … levels-1, so the grids and the
 sample-quality metrics treat it as every other model; the best checkpoint is the epoch of the lowest ``val/fid`` of
-these samples (``genzoo.run.selection``). Left out: real images are fed to D on their discrete grid as is.
+these samples (``genzoo.run.selection``). Left out: real images are fed to D on their discrete grid as is (no dequantisation noise).
 """
 
 from __future__ import annotations
+
+from typing import Literal
 
 import torch
 from torch import Tensor
@@ -32,9 +47,11 @@ from torch.optim.swa_utils import AveragedModel
 
 from genzoo.errors import GenzooError
 from genzoo.models.base import GenerativeModel
-from genzoo.models.gan_losses import gan_loss
+from genzoo.models.gan_losses import WassersteinGP, gan_loss, gradient_penalty, r1_penalty
 from genzoo.nn import build_network
 from genzoo.nn.dcgan import Discriminator, Generator
+from genzoo.nn.gan_layers import frozen_power_iteration
+from genzoo.nn.sngan import ResNetDiscriminator, ResNetGenerator
 from genzoo.nn.modes import evaluating
 
 
@@ -54,7 +71,7 @@ def ema_average(decay: float):
     return average
 
 
-LOSS_LIMIT = 100.0  # nats, for either player's loss
+ARCHITECTURES = {"dcgan": (Generator, Discriminator), "resnet": (ResNetGenerator, ResNetDiscriminator)}
 
 
 class DCGAN(GenerativeModel):
@@ -67,9 +84,12 @@ class DCGAN(GenerativeModel):
         levels: int,
         num_classes: int = 0,
         z_dim: int = 100,
+        arch: Literal["dcgan", "resnet"] = "dcgan",
         generator: dict | None = None,
         discriminator: dict | None = None,
-        loss: str = "non_saturating",
+        loss: Literal["minimax", "non_saturating", "hinge", "wgan_gp"] = "non_saturating",
+        gradient_penalty: float | None = None,
+        r1: float = 0.0,
         d_steps: int = 1,
         ema: bool = True,
         ema_decay: float = 0.999,
@@ -99,14 +119,34 @@ class DCGAN(GenerativeModel):
                               "1 - label_smoothing, so use e.g. 0.1.")
         self.automatic_optimization = False  # two optimisers, stepped by hand in training_step
         self.objective = gan_loss(loss)
+        if label_smoothing > 0 and not self.objective.probabilities:
+            raise GenzooError(f"model.label_smoothing={label_smoothing} smooths a probability's target, and "
+                              f"model.loss={loss} has none: set model.label_smoothing=0.")
+        if arch not in ARCHITECTURES:
+            raise GenzooError(f"model.arch={arch!r} is not a GAN architecture genzoo knows: use one of "
+                              f"{', '.join(ARCHITECTURES)}.")
+        self.penalty_weight = float(self.objective.gradient_penalty if gradient_penalty is None else gradient_penalty)
+        self.r1 = float(r1)
+        if self.penalty_weight < 0 or self.r1 < 0:
+            raise GenzooError("model.gradient_penalty and model.r1 weigh penalties: use 0 (off) or a positive weight.")
         self.z_dim, self.d_steps, self.conditional = int(z_dim), int(d_steps), bool(conditional)
         self.label_smoothing, self.instance_noise = float(label_smoothing), float(instance_noise)
         self.betas = (float(beta1), float(beta2))
         classes = self.num_classes if self.conditional else 0
-        self.generator = build_network(Generator, generator, "model.generator", shape=self.shape, z_dim=self.z_dim,
+        g_net, d_net = ARCHITECTURES[arch]
+        self.generator = build_network(g_net, generator, "model.generator", shape=self.shape, z_dim=self.z_dim,
                                        num_classes=classes)
-        self.discriminator = build_network(Discriminator, discriminator, "model.discriminator", shape=self.shape,
+        d_options = dict(discriminator or {})
+        if self.penalty_weight > 0:  # Gulrajani et al.'s critic: the penalty, not spectral norm, keeps it Lipschitz,
+            if d_options.get("spectral_norm") is None:  # and a per-image gradient needs per-image outputs
+                d_options["spectral_norm"] = False
+            if arch == "dcgan" and d_options.get("norm") is None and not d_options["spectral_norm"]:
+                d_options["norm"] = "layer"
+        self.discriminator = build_network(d_net, d_options, "model.discriminator", shape=self.shape,
                                            num_classes=classes)
+        if self.penalty_weight > 0 and self.discriminator.norm == "batch":
+            raise GenzooError("A gradient penalty is per image, and batch norm makes each image's output depend on "
+                              "the others: set model.discriminator.norm=layer (or none).")
         self.generator_ema = None
         if ema:
             # use_buffers: batch norm's running statistics are averaged like the weights, so the averaged G samples
@@ -166,14 +206,37 @@ class DCGAN(GenerativeModel):
         with self.toggled_optimizer(opt):
             with torch.no_grad():  # D's step needs no graph through G
                 fake = self.generator(self.noise(len(real)), y)
-            real_logits, fake_logits = self.discriminate(real, y), self.discriminate(fake, y)
-            loss = self.objective.discriminator(real_logits, fake_logits, 1.0 - self.label_smoothing)
+            if self.r1 > 0:
+                real = real.detach().requires_grad_(True)  # R1 differentiates D's outputs on these
+            real_out, fake_out = self.discriminate(real, y), self.discriminate(fake, y)
+            loss = self.objective.discriminator(real_out, fake_out, 1.0 - self.label_smoothing)
+            penalties = {}
+            if self.penalty_weight > 0:
+                def critic(images: Tensor) -> Tensor:
+                    with frozen_power_iteration(self.discriminator):
+                        return self.discriminate(images, y)
+
+                penalties["gradient_penalty"] = gradient_penalty(critic, real, fake, self.penalty_weight,
+                                                                 self.noise_rng)
+            if self.r1 > 0:
+                penalties["r1"] = r1_penalty(real_out, real, self.r1)
+            loss = loss + sum(penalties.values())
             self.check_player_loss(loss, "discriminator", "train/loss_d")
             grad_norm = self.step(opt, loss, self.discriminator)
         self.d_step_count += 1
-        self.log_dict({"train/loss_d": loss, "train/d_real": torch.sigmoid(real_logits).mean(),
-                       "train/d_fake": torch.sigmoid(fake_logits).mean(), "train/grad_norm_d": grad_norm},
+        self.log_dict({"train/loss_d": loss, **self.outputs_to_log(real_out.detach(), fake_out.detach()),
+                       **{f"train/{k}": v for k, v in penalties.items()}, "train/grad_norm_d": grad_norm},
                       on_step=True, on_epoch=True, batch_size=len(real))
+
+    def outputs_to_log(self, real_out: Tensor, fake_out: Tensor) -> dict[str, Tensor]:
+        """D's mean verdicts: probabilities where its outputs are logits, a critic's raw values (and for WGAN-GP
+        the Wasserstein estimate) where they are not."""
+        if self.objective.probabilities:
+            return {"train/d_real": torch.sigmoid(real_out).mean(), "train/d_fake": torch.sigmoid(fake_out).mean()}
+        logged = {"train/critic_real": real_out.mean(), "train/critic_fake": fake_out.mean()}
+        if isinstance(self.objective, WassersteinGP):
+            logged["train/wasserstein"] = real_out.mean() - fake_out.mean()
+        return logged
 
     def generator_step(self, n: int, y: Tensor | None, opt) -> None:
         """One step of G on n fresh fakes; D's parameters are frozen by the toggle, not merely left unstepped."""
@@ -198,12 +261,27 @@ class DCGAN(GenerativeModel):
     def check_player_loss(self, loss: Tensor, player: str, key: str) -> None:
         """Stop on a non-finite or diverged loss of one player (see ``GenerativeModel.check_loss``)."""
         step = int(self.d_step_count if player == "discriminator" else self.g_step_count) + 1  # the one failing
+        hint = "model.label_smoothing=0.1 or " if self.objective.probabilities else ""
         self.check_loss(loss, key, f"{player} loss {key}", f"at {player} step {step} (epoch {self.current_epoch})",
-                        ", try model.label_smoothing=0.1 or model.instance_noise=0.1,")
+                        f", try {hint}model.instance_noise=0.1,")
 
     def loss_limit(self, key: str) -> tuple[float, str] | None:
-        # Both losses are softplus of D's logits: past 100 nats, D's logits sit beyond ±100, where no player learns.
-        return LOSS_LIMIT, "100 nats, where D's logits are beyond ±100 and neither player can learn"
+        return self.objective.limit
+
+    # ---- validation: the Wasserstein estimate on held-out images ----------------------------------------------
+    def on_validation_epoch_start(self) -> None:
+        # the same noise at every validation, apart from the training draws: the curve shows D and G, not the noise
+        self.eval_rng = torch.Generator(device=self.device).manual_seed(0)
+
+    on_test_epoch_start = on_validation_epoch_start
+
+    def evaluation_metrics(self, x: Tensor, y: Tensor, stage: str) -> dict[str, Tensor]:
+        """For WGAN-GP, D(x_i) - D(G(z_i)) per held-out image (B,): its mean is the Wasserstein estimate Ŵ."""
+        if not isinstance(self.objective, WassersteinGP):
+            return {}
+        y = y if self.conditional else None
+        z = torch.randn(len(x), self.z_dim, device=self.device, generator=self.eval_rng)
+        return {"wasserstein": self.discriminator(self.scale(x), y) - self.discriminator(self.generator(z, y), y)}
 
     def configure_optimizers(self):
         def adam(net):

@@ -30,17 +30,18 @@ import torch
 from torch import Tensor, nn
 
 from genzoo.errors import GenzooError
+from genzoo.nn.gan_layers import Norm, feature_norm, spectrally_normalised
 
 # image side → (side of the first/last feature map, number of resolution doublings)
 LAYOUTS = {8: (2, 2), 28: (7, 2), 32: (4, 3), 64: (4, 4)}
 SUPPORTED = "8×8, 28×28, 32×32 and 64×64"
 
 
-def layout(shape: Sequence[int]) -> tuple[int, int]:
+def layout(shape: Sequence[int], networks: str = "DCGAN's networks") -> tuple[int, int]:
     """(base, doublings) for an image shape (C, H, W), or a GenzooError naming the supported sizes."""
     _, h, w = shape
     if h != w or h not in LAYOUTS:
-        raise GenzooError(f"DCGAN's networks support {SUPPORTED} images, not {h}×{w}: choose data of one of those "
+        raise GenzooError(f"{networks} support {SUPPORTED} images, not {h}×{w}: choose data of one of those "
                           "sizes, or a model for any shape such as model=pixelcnn.")
     return LAYOUTS[h]
 
@@ -85,16 +86,25 @@ class Generator(nn.Module):
 
 
 class Discriminator(nn.Module):
-    """Images (B, C, H, W) in [-1, 1] [and labels (B,)] → logits (B,) of "real"."""
+    """Images (B, C, H, W) in [-1, 1] [and labels (B,)] → logits (B,) of "real" (or a critic's values).
 
-    def __init__(self, shape: Sequence[int], width: int = 64, num_classes: int = 0):
+    ``norm``: the hidden layers' normalisation — ``batch`` (DCGAN), ``layer`` (the WGAN-GP critic: no image's output
+    depends on the others) or ``none``; null picks ``none`` under spectral normalisation (Miyato et al. 2018's
+    "standard CNN" has none), ``batch`` otherwise. ``spectral_norm``: normalise every weight by its largest singular
+    value (``genzoo.nn.gan_layers``; null: off, as in DCGAN).
+    """
+
+    def __init__(self, shape: Sequence[int], width: int = 64, num_classes: int = 0, norm: Norm | None = None,
+                 spectral_norm: bool | None = None):
         super().__init__()
         channels = shape[0]
         base, doublings = layout(shape)
-        layers: list[nn.Module] = [nn.Conv2d(channels, width, 4, 2, 1), nn.LeakyReLU(0.2)]  # no BN at the input
+        self.norm: Norm = norm or ("none" if spectral_norm else "batch")
+        layers: list[nn.Module] = [nn.Conv2d(channels, width, 4, 2, 1), nn.LeakyReLU(0.2)]  # no norm at the input
         ch = width
         for _ in range(doublings - 1):
-            layers += [nn.Conv2d(ch, ch * 2, 4, 2, 1, bias=False), nn.BatchNorm2d(ch * 2), nn.LeakyReLU(0.2)]
+            layers += [nn.Conv2d(ch, ch * 2, 4, 2, 1, bias=self.norm == "none"), feature_norm(self.norm, ch * 2),
+                       nn.LeakyReLU(0.2)]
             ch *= 2
         self.features = nn.Sequential(*layers)
         self.head = nn.Conv2d(ch, 1, base)  # the whole base×base map to one logit
@@ -104,6 +114,8 @@ class Discriminator(nn.Module):
             # Same scale as the head it is added to: the projection starts as small as the unconditional logit.
             self.embed = nn.Embedding(num_classes, ch * base * base)
             nn.init.normal_(self.embed.weight, 0.0, 0.02)
+        if spectral_norm:
+            spectrally_normalised(self)
 
     def forward(self, x: Tensor, y: Tensor | None = None) -> Tensor:
         h = self.features(x)  # (B, ch, base, base)
