@@ -229,3 +229,21 @@ def test_torchrun_with_two_processes_gives_the_synced_metrics_of_ddp_cpu(cli, tm
         assert elastic_m[key] == pytest.approx(lightning_m[key], rel=1e-6), key
     assert sorted(p.name for p in tmp_path.iterdir() if (p / "config.yaml").is_file()) == ["ddp_cpu", "torchrun"]
     assert not (tmp_path / "outputs").exists(), "a rank made a run folder of its own"
+
+
+@pytest.mark.parametrize("environ, trainer, message", [
+    ({"SLURM_NTASKS_PER_NODE": "1", "SLURM_NNODES": "1"}, {"devices": 4}, r"--ntasks-per-node=4"),
+    ({"SLURM_NTASKS_PER_NODE": "4", "SLURM_NNODES": "1"}, {"devices": 4, "num_nodes": 2}, r"trainer\.num_nodes=1"),
+    ({"SLURM_NTASKS_PER_NODE": "4", "SLURM_NNODES": "2"}, {"devices": 4, "num_nodes": 2}, None),
+    ({}, {"devices": 4}, None),  # not under SLURM
+    ({"SLURM_NTASKS_PER_NODE": "1"}, {"devices": 1, "strategy": "auto"}, None)])  # one process, no DDP
+def test_srun_tasks_that_do_not_match_the_trainers_devices_are_refused(environ, trainer, message):
+    from genzoo.errors import GenzooError
+    from genzoo.run.process import check_slurm_tasks
+
+    cfg = OmegaConf.create({"trainer": {"strategy": "ddp", "num_nodes": 1, **trainer}})
+    if message is None:
+        check_slurm_tasks(cfg, environ)
+    else:
+        with pytest.raises(GenzooError, match=message):
+            check_slurm_tasks(cfg, environ)
