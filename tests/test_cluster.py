@@ -53,7 +53,7 @@ def sweeps(cli, tmp_path_factory):
         runs[name] = (work, subprocess.Popen(command, cwd=work, env=cli.env(work), stdout=subprocess.PIPE,
                                              stderr=subprocess.PIPE, text=True))
     work, proc = runs["submitit"]
-    deadline, signalled = time.time() + 240, None
+    deadline, signalled = time.time() + 600, None
     while signalled is None and time.time() < deadline and proc.poll() is None:
         job = next(iter((work / "outputs" / "sweeps").glob("*/0")), None)
         if job is not None and list(job.glob("checkpoints/step*.ckpt")):
@@ -118,14 +118,14 @@ def test_submitit_job_stopped_by_its_signal_is_requeued_and_ends_as_an_uninterru
     assert lines == [0, 1, 2]
 
 
-def test_a_requeued_job_whose_run_is_finished_ends_well_and_counts_the_requeue(sweeps, cli, monkeypatch):
+def test_a_requeued_job_whose_run_is_finished_ends_well_and_counts_the_requeue(sweeps, cli):
     work, *_ = sweeps["submitit"]
     sweep_dir, _ = sweep_of(work)
     job = sweep_dir / "0"
     before = {p: p.read_bytes() for p in job.rglob("*") if p.is_file() and p.name != "metrics.json"
               and ".hydra" not in p.parts and p.suffix != ".log" and p.name != ".lock"}
-    monkeypatch.setenv("SLURM_RESTART_COUNT", "2")  # the way SLURM tells a job that it was requeued
-    run = cli.train(f"hydra.run.dir={job}", workdir=work)
+    # SLURM_RESTART_COUNT: how SLURM tells a job that it was requeued
+    run = cli.train(f"hydra.run.dir={job}", workdir=work, extra_env={"SLURM_RESTART_COUNT": "2"})
     assert run.returncode == 0 and "nothing left to train" in run.stderr, run.tail()
     assert json.loads((job / "metrics.json").read_text())["requeues"] == 2
     assert {p: p.read_bytes() for p in before} == before
