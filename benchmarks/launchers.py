@@ -41,7 +41,9 @@ def sweep(launcher: str, seeds: str, common: list[str], work: Path, env: dict) -
 
 def records(sweep_dir: Path) -> tuple[list[tuple], dict[int, dict]]:
     record = json.loads((sweep_dir / "sweep.json").read_text())
-    jobs = [(j["num"], j["overrides"], j["status"], j["value"]) for j in record["jobs"]]
+    # each launcher writes to its own paths.output_dir, which is one of the overrides
+    jobs = [(j["num"], [o for o in j["overrides"] if not o.startswith("paths.")], j["status"], j["value"])
+            for j in record["jobs"]]
     finals = {}
     for j in record["jobs"]:
         metrics = json.loads((Path(j["run_dir"]) / "metrics.json").read_text())
@@ -91,6 +93,8 @@ def main() -> None:
         complete = code == 0 and len(jobs) == n_seeds and all(j[2] == "completed" for j in jobs)
         identical = same(jobs, base_jobs) and same(finals, base_finals)
         ok &= complete and identical
+        if not identical:
+            print(f"{launcher:>15}: records {jobs} and final metrics {finals} against {base_jobs} and {base_finals}")
         print(f"{launcher:>15}: {wall / base_wall:.2f}× the {launchers[0]} launcher's wall time; records "
               f"{'complete' if complete else 'INCOMPLETE'}, {'identical' if identical else 'DIFFERENT'} "
               f"({', '.join(f'{k}={finals[n].get(k)}' for n in sorted(finals) for k in COMPARED[:2])})")
