@@ -2,11 +2,12 @@
 local launcher, one torch thread per job, in one run: wall times as ratios to the basic launcher's, and whether the
 three left complete, identical records (sweep.json) and final metrics (each job's metrics.json).
 
-    python benchmarks/launchers.py [--epochs 20] [--seeds 0,1] [--launchers basic,joblib,submitit_local]
+    python benchmarks/launchers.py [--epochs 20] [--seeds 0,1] [--launchers basic,joblib,submitit_local] [--repeats 3]
 
 Target on 2 CPU cores: joblib ≤ 0.65× the basic launcher. The cache (digits array, domain classifier) is filled by
 an untimed smoke run first, so no launcher pays for it. The load average is printed before and after: on a shared
-machine the ratios move with it.
+machine the ratios move with it, so the launchers take turns (--repeats rounds) and the median wall times are
+compared.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import argparse
 import json
 import math
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -29,6 +31,10 @@ COMPARED = ("val/bpd", "test/bpd", "test/fid", "steps", "epochs")
 
 def sweep(launcher: str, seeds: str, common: list[str], work: Path, env: dict) -> tuple[float, Path, int]:
     out = work / launcher
+    n = 0
+    while (out / str(n)).exists():
+        n += 1
+    out = out / str(n)
     start = time.time()
     proc = subprocess.run([TRAIN, "-m", *LAUNCHER_ARGS[launcher], f"seed={seeds}", *common,
                            f"paths.output_dir={out}"], env=env, capture_output=True, text=True)
@@ -66,6 +72,7 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=20)
     ap.add_argument("--seeds", default="0,1")
     ap.add_argument("--launchers", default="basic,joblib,submitit_local")
+    ap.add_argument("--repeats", type=int, default=1, help="rounds in which every launcher runs once")
     args = ap.parse_args()
     launchers = args.launchers.split(",")
     work = Path(tempfile.mkdtemp(prefix="genzoo-launchers-"))
@@ -78,11 +85,16 @@ def main() -> None:
     print(f"load average before: {os.getloadavg()[0]:.2f} (1 min), {os.cpu_count()} CPUs; "
           f"{args.epochs} epochs of the default PixelCNN per job, seeds {args.seeds}")
 
-    results = {}
+    results, walls = {}, {launcher: [] for launcher in launchers}
+    for round_ in range(args.repeats):
+        for launcher in launchers[round_ % len(launchers):] + launchers[:round_ % len(launchers)]:
+            wall, sweep_dir, code = sweep(launcher, args.seeds, common, work, env)
+            walls[launcher].append(wall)
+            if launcher not in results or code != 0:
+                results[launcher] = (wall, *records(sweep_dir), code)
+            print(f"{launcher:>15}: {wall:7.1f} s  exit {code}  ({sweep_dir})")
     for launcher in launchers:
-        wall, sweep_dir, code = sweep(launcher, args.seeds, common, work, env)
-        results[launcher] = (wall, *records(sweep_dir), code)
-        print(f"{launcher:>15}: {wall:7.1f} s  exit {code}  ({sweep_dir})")
+        results[launcher] = (statistics.median(walls[launcher]), *results[launcher][1:])
     print(f"load average after: {os.getloadavg()[0]:.2f} (1 min)")
 
     base_wall, base_jobs, base_finals, _ = results[launchers[0]]
@@ -95,7 +107,7 @@ def main() -> None:
         ok &= complete and identical
         if not identical:
             print(f"{launcher:>15}: records {jobs} and final metrics {finals} against {base_jobs} and {base_finals}")
-        print(f"{launcher:>15}: {wall / base_wall:.2f}× the {launchers[0]} launcher's wall time; records "
+        print(f"{launcher:>15}: {wall / base_wall:.2f}× the {launchers[0]} launcher's median wall time; records "
               f"{'complete' if complete else 'INCOMPLETE'}, {'identical' if identical else 'DIFFERENT'} "
               f"({', '.join(f'{k}={finals[n].get(k)}' for n in sorted(finals) for k in COMPARED[:2])})")
     if "joblib" in results:
