@@ -20,7 +20,7 @@ import yaml
 SAMPLE_GRID = re.compile(r"^epoch_(\d+)\.png$")
 SKIPPED = {".hydra", "wandb"}  # Hydra's copies of the config and W&B's files are not run folders
 # Keys of metrics.json that hold numbers; the rest (best_checkpoint, genzoo-eval's checkpoint and extractor) is text.
-NUMERIC_KEYS = {"epochs", "steps", "time_s", "fit_time_s", "best_score", "n", "seed"}
+NUMERIC_KEYS = {"epochs", "steps", "time_s", "fit_time_s", "best_score", "n", "seed", "requeues"}
 NON_FINITE = {"nan", "inf", "-inf"}  # how genzoo.run.folder.scalar_metrics writes a diverged value
 PROTOCOL = "/fidelity_protocol"  # a mapping beside a stage's fidelity numbers (genzoo.evaluation.protocol)
 

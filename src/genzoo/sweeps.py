@@ -8,7 +8,7 @@ sweeper then re-raises the *first* failure, so later batches never start (``hydr
 a failed trial is ``FAIL`` but stops the search at the end of the batch unless ``max_failure_rate`` allows it.
 
 ``SweepRecord`` (registered in ``conf/hydra/default.yaml``, so every multirun has it):
-- writes ``sweep.json`` (every job: number, overrides, status, returned metric, run folder, the error's one
+- writes ``sweep.json`` (every job: number, overrides, status, returned metric, run folder, host, the error's one
   sentence) and ``failed.txt`` (one line per failed job) in the sweep folder after each job, so a sweep that
   is killed still leaves its record;
 - under the basic sweeper, marks a failed job's return as completed with no value once it is recorded, so the
@@ -20,12 +20,27 @@ a failed trial is ``FAIL`` but stops the search at the end of the batch unless `
   of an in-memory search failed it does so after the last trial, before the Optuna sweeper's own traceback ("No
   trials are completed yet"); a stored study (``hydra.sweeper.storage``) is told every trial first, so there that
   traceback remains.
+
+Parallel jobs (the joblib, submitit and Ray launchers). There ``on_job_end`` runs in the job's own process, on a
+copy of this callback made when the sweep started, possibly on another machine and at the same moment as other
+jobs; only ``on_multirun_end`` runs in the launching process. So no process holds the list of jobs: each job
+writes its own record, ``.records/NUM.json``, atomically (a temporary file renamed over it: one writer per file,
+and a rename is atomic on NFS too), and ``sweep.json`` and ``failed.txt`` are the merge of every record, rewritten
+atomically by each job after its own and by the launching process at the end. A merge that lists the records,
+writes ``sweep.json`` and lists them again until nothing new appeared needs no lock: the last writer's second
+listing sees every record whose writer had finished its own, so two jobs ending in the same instant are both in
+``sweep.json``. (An ``fcntl`` lock was the other choice; NFS mounted with ``nolock`` or ``local_lock`` ignores it
+across machines, while the records stay correct without any.) On NFS a folder listing may lag by the client's
+attribute cache: a ``sweep.json`` written in that window can miss a record for a while, and the next write, or
+the final one, brings it in. A requeued job rewrites its own record.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
+import socket
 import traceback
 from pathlib import Path
 from typing import Any
@@ -36,11 +51,13 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
 from genzoo.files import write_atomically
+from genzoo.run.guard import process_rank
 
 log = logging.getLogger(__name__)
 
 # Hydra's default sweeper, as its config names it (an internal module path; pinned by a test).
 BASIC_SWEEPER = "hydra._internal.core_plugins.basic_sweeper.BasicSweeper"
+RECORDS = ".records"  # one file per job in the sweep folder
 
 
 def job_error(job_return: JobReturn) -> BaseException:
@@ -77,6 +94,7 @@ class SweepRecord(Callback):
         self.sweeper = ""
         self.n_trials: int | None = None
         self.jobs: list[dict] = []
+        self.launcher_pid: int | None = None
 
     # ---- Hydra's callback hooks ------------------------------------------------------------------------------
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
@@ -89,15 +107,17 @@ class SweepRecord(Callback):
         in_memory = OmegaConf.select(config, "hydra.sweeper.storage", default="stored") is None
         self.n_trials = OmegaConf.select(config, "hydra.sweeper.n_trials", default=None) if in_memory else None
         self.jobs = []
+        self.launcher_pid = os.getpid()  # a job run elsewhere holds a copy of this callback, made here
 
     def on_job_end(self, config: DictConfig, job_return: JobReturn, **kwargs: Any) -> None:
-        if self.sweep_dir is None:  # a single run: Hydra reports its failure itself
-            return
+        if self.sweep_dir is None or process_rank() != 0:  # a single run: Hydra reports its failure itself;
+            return  # a job of several SLURM tasks: its rank 0 records it
         job = {
             "num": int(OmegaConf.select(config, "hydra.job.num", default=len(self.jobs))),
             "overrides": list(job_return.overrides or []),
             "override_dirname": str(OmegaConf.select(config, "hydra.job.override_dirname", default="")),
             "run_dir": str(OmegaConf.select(config, "hydra.runtime.output_dir", default="")),
+            "host": socket.gethostname(),
         }
         if job_return.status == JobStatus.FAILED:
             error = job_error(job_return)
@@ -107,11 +127,7 @@ class SweepRecord(Callback):
             else:  # a bug rather than a mistake in the config: keep its traceback in the job's log
                 log.error("Job #%d (%s) failed:\n%s", job["num"], job["override_dirname"],
                           "".join(traceback.format_exception(error)))
-            if self.continue_on_failure and self.sweeper == BASIC_SWEEPER:
-                # The basic sweeper re-raises the first failure after the batch and stops the sweep; the failure
-                # is recorded here, so let it go on with the remaining jobs.
-                job_return.status = JobStatus.COMPLETED
-                job_return.return_value = None
+            self.let_sweep_go_on(job_return)
         elif job_return.return_value is None and self.sweeper != BASIC_SWEEPER:
             # A search has nothing to optimise (Optuna tells the study the trial failed): say why.
             job.update(status="failed", value=None,
@@ -120,20 +136,27 @@ class SweepRecord(Callback):
             log.error("Job #%d (%s) failed: %s", job["num"], job["override_dirname"], job["error"])
         else:
             job.update(status="completed", value=plain(job_return.return_value), error=None)
-        self.jobs.append(job)
-        self.write()
+        self.record(job)
         all_failed = len(self.failed()) == len(self.jobs)
-        if self.n_trials is not None and len(self.jobs) >= int(self.n_trials) and all_failed:
+        in_launcher = os.getpid() == self.launcher_pid  # never end a parallel job's process from here
+        if in_launcher and self.n_trials is not None and len(self.jobs) >= int(self.n_trials) and all_failed:
             # Every trial of an in-memory search failed: the Optuna sweeper would now fail with a traceback asking
             # the study for a best trial it does not have. This is the last job, so end here with the list instead.
             self.finish()
+
+    def let_sweep_go_on(self, job_return: JobReturn) -> None:
+        """The basic sweeper re-raises the first failure after the batch and stops the sweep; a failure recorded
+        here is marked completed with no value, so it goes on with the remaining jobs."""
+        if self.continue_on_failure and self.sweeper == BASIC_SWEEPER:
+            job_return.status = JobStatus.COMPLETED
+            job_return.return_value = None
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         if self.sweep_dir is not None:
             self.finish()
 
     def finish(self) -> None:
-        self.write()
+        self.merge()
         failed = self.failed()
         sweep_dir, self.sweep_dir = self.sweep_dir, None
         if failed:
@@ -151,6 +174,38 @@ class SweepRecord(Callback):
     def failed(self) -> list[dict]:
         return [j for j in self.jobs if j["status"] == "failed"]
 
+    def record(self, job: dict) -> None:
+        """Write this job's own record, then the merged ``sweep.json`` and ``failed.txt``."""
+        assert self.sweep_dir is not None
+        write_atomically(self.sweep_dir / RECORDS / f"{job['num']}.json", json.dumps(job, indent=2) + "\n")
+        self.merge()
+
+    def read_records(self) -> list[str]:
+        """The names of the job records in the sweep folder, and ``self.jobs`` read from them in job order."""
+        assert self.sweep_dir is not None
+        folder = self.sweep_dir / RECORDS
+        names = sorted((p.name for p in folder.glob("*.json")), key=lambda n: int(n.split(".")[0])) \
+            if folder.is_dir() else []
+        jobs = []
+        for name in names:
+            try:
+                jobs.append(json.loads((folder / name).read_text()))
+            except (OSError, ValueError):  # never half-written (renamed into place); unreadable is lost
+                log.warning("The sweep record %s cannot be read and is left out of sweep.json.", folder / name)
+        self.jobs = jobs
+        return names
+
+    def merge(self) -> None:
+        """Rewrite ``sweep.json`` and ``failed.txt`` from every job's record until no new record appeared while
+        writing them (see the module's docstring for why that needs no lock)."""
+        names = self.read_records()
+        for _ in range(100):
+            self.write()
+            again = self.read_records()
+            if again == names:
+                return
+            names = again
+
     def write(self) -> None:
         assert self.sweep_dir is not None
         self.sweep_dir.mkdir(parents=True, exist_ok=True)
@@ -161,6 +216,5 @@ class SweepRecord(Callback):
         failed_txt = self.sweep_dir / "failed.txt"
         if lines:
             write_atomically(failed_txt, "\n".join(lines) + "\n")
-        elif failed_txt.exists():
-            failed_txt.unlink()
-
+        else:
+            failed_txt.unlink(missing_ok=True)  # another job may have removed it first

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig
+from omegaconf import DictConfig, open_dict
 from lightning_fabric.utilities.exceptions import MisconfigurationException
 from pytorch_lightning.callbacks import LearningRateMonitor
 
@@ -28,9 +28,12 @@ from genzoo.resume import in_place_args, resume_callbacks, resumed_config, train
 from genzoo.run.checkpoints import AtomicCheckpointIO, check_weights_fit
 from genzoo.run.command_line import run_hydra_app
 from genzoo.run.folder import open_run
+from genzoo.run.gpus import job_devices
 from genzoo.run.guard import hold_run_folder, leaves_no_folder_when_refused, refuse_existing_run
 from genzoo.run.loggers import finish_wandb
-from genzoo.run.process import check_accelerator, check_model_fits_data, check_strategy, start_process, strategy_for
+from genzoo.run.process import (check_accelerator, check_model_fits_data, check_slurm_tasks, check_strategy,
+                                cluster_plugins, start_process, strategy_for)
+from genzoo.run.requeue import finished_run_result, has_checkpoint, requeued_run
 from genzoo.run.selection import settle_selection
 from genzoo.schema import check_config
 
@@ -39,6 +42,10 @@ from genzoo.schema import check_config
 def train(cfg: DictConfig) -> float | None:
     hydra_dir = Path(HydraConfig.get().runtime.output_dir) if HydraConfig.initialized() else None
     ckpt_path = state = None
+    requeued = not cfg.get("resume") and hydra_dir is not None and requeued_run(hydra_dir)
+    if requeued and has_checkpoint(hydra_dir):  # a requeued job continues its own run (genzoo.run.requeue)
+        with open_dict(cfg):
+            cfg.resume = str(hydra_dir)
     if cfg.get("resume"):
         cfg, ckpt_path, state = resumed_config(cfg)
         done = training_left(state, cfg.trainer)
@@ -47,20 +54,23 @@ def train(cfg: DictConfig) -> float | None:
             # well. Nothing is built and the run's files stay as its last process left them.
             print(f"{ckpt_path} has {done}, so there is nothing left to train and the run is left as it is: to "
                   f"train longer, resume with a larger trainer.max_epochs (or trainer.max_steps).", file=sys.stderr)
-            return None
-    elif hydra_dir is not None:
+            return finished_run_result(hydra_dir, cfg.model.get("monitor")) if requeued else None
+    elif hydra_dir is not None and not requeued:  # a requeued job without a checkpoint starts again in its folder
         refuse_existing_run(hydra_dir)
     settle_selection(cfg)
     check_config(cfg, "genzoo-train")
-    with hold_run_folder(Path(cfg.paths.run_dir), "genzoo-train"):
-        return fit_and_test(cfg, ckpt_path, state)
+    with hold_run_folder(Path(cfg.paths.run_dir), "genzoo-train"), job_devices(cfg) as devices:
+        return fit_and_test(cfg, ckpt_path, state, devices)
 
 
-def fit_and_test(cfg: DictConfig, ckpt_path, state: dict | None) -> float | None:
+def fit_and_test(cfg: DictConfig, ckpt_path, state: dict | None, devices: list[int] | None = None) -> float | None:
     check_strategy(cfg)
+    check_slurm_tasks(cfg)
     check_accelerator(cfg, resumed=ckpt_path is not None)
 
     trainer_cfg = start_process(cfg)
+    if devices is not None:  # this job's own GPU in a parallel sweep on one machine (genzoo.run.gpus)
+        trainer_cfg.devices = devices
 
     datamodule = build(cfg.data, "data")
     model = build(cfg.model, "model")
@@ -76,7 +86,7 @@ def fit_and_test(cfg: DictConfig, ckpt_path, state: dict | None) -> float | None
     if not loggers:  # LearningRateMonitor refuses a trainer without a logger; metrics.jsonl still gets the metrics
         callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
     trainer = build(trainer_cfg, "trainer", callbacks=callbacks, logger=loggers or False,
-                    plugins=[AtomicCheckpointIO()])
+                    plugins=[AtomicCheckpointIO(), *cluster_plugins()])
 
     failed = True
     try:

@@ -17,6 +17,7 @@ from pytorch_lightning.utilities import rank_zero_only
 
 from genzoo.files import write_atomically
 from genzoo.run.folder import scalar_metrics
+from genzoo.run.requeue import requeue_count
 
 
 def _epoch(line: str) -> int | None:
@@ -62,9 +63,10 @@ class MetricsFile(pl.Callback):
     @rank_zero_only
     def on_train_start(self, trainer: pl.Trainer, pl_module) -> None:
         # A run killed after writing an epoch's line but before its checkpoint trains that epoch again on resume:
-        # keep one line per epoch, the one the finished run will have written.
+        # keep one line per epoch, the one the finished run will have written. (A requeued job whose first
+        # process left no checkpoint starts at epoch 0 in the same folder: none of its lines is kept.)
         path = self.dirpath / "metrics.jsonl"
-        if trainer.ckpt_path is None or not path.is_file():
+        if not path.is_file():
             return
         lines = path.read_text().splitlines(keepends=True)
         kept = [line for line in lines if _epoch(line) is not None and _epoch(line) < trainer.current_epoch]
@@ -85,7 +87,7 @@ class MetricsFile(pl.Callback):
     def on_fit_end(self, trainer: pl.Trainer, pl_module) -> None:
         self.final.update(scalar_metrics(trainer.callback_metrics))
         self.final.update(epochs=trainer.current_epoch, steps=trainer.global_step,
-                          fit_time_s=self.elapsed())
+                          fit_time_s=self.elapsed(), requeues=requeue_count())
         ckpt = trainer.checkpoint_callback
         if ckpt is not None and ckpt.best_model_score is not None:
             self.final["best_score"] = float(ckpt.best_model_score)

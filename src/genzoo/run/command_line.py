@@ -7,7 +7,9 @@ the config once as Hydra will, and stops with one sentence, before any folder ex
 * an override cannot be parsed (say how to quote it), or lists several values outside a multirun;
 * a config-group choice names no file of the group (``model=nope``);
 * a plain ``key=value`` sets a key the config lacks (Hydra wants ``+key=value``);
-* the run's (or sweep's) folder cannot be made there, or a new run would write into another run's folder.
+* the run's (or sweep's) folder cannot be made there, or a new run would write into another run's folder;
+* a launcher (``hydra/launcher=joblib``) whose Hydra plugin is not installed: the sentence names genzoo's extra;
+* several processes started by ``torchrun`` or ``srun`` with no ``hydra.run.dir``: each would name its own folder.
 
 Hydra's callbacks cannot stop a run (1.3 turns their exceptions into warnings), hence a step before the app.
 Whatever this step cannot judge (a compose error of another kind, a folder name that needs Hydra's runtime) is
@@ -17,10 +19,12 @@ left to Hydra and to the scripts, which report it.
 from __future__ import annotations
 
 import difflib
+import os
 import re
 import sys
 from collections.abc import Callable
 from importlib.resources import files
+from importlib.util import find_spec
 from pathlib import Path
 from typing import Any
 
@@ -30,8 +34,14 @@ from omegaconf import DictConfig, OmegaConf
 
 from genzoo.errors import GenzooError
 from genzoo.run.guard import check_can_make, holds_run, refuse_existing_run
+from genzoo.run.requeue import requeued_run
 
 OUTPUT_KEY = "paths.output_dir (or GENZOO_OUTPUT_DIR)"
+# hydra/launcher choices: the plugin module each needs and genzoo's extra that installs it (pinned in pyproject.toml)
+LAUNCHER_PLUGINS = {"joblib": ("hydra_plugins.hydra_joblib_launcher", "cluster"),
+                    "submitit_local": ("hydra_plugins.hydra_submitit_launcher", "cluster"),
+                    "submitit_slurm": ("hydra_plugins.hydra_submitit_launcher", "cluster"),
+                    "ray": ("hydra_plugins.hydra_ray_launcher", "ray")}
 
 
 def run_hydra_app(app: Callable[[], Any], config_name: str,
@@ -41,7 +51,8 @@ def run_hydra_app(app: Callable[[], Any], config_name: str,
 
     args = sys.argv[1:]
     parsed, _ = get_args_parser().parse_known_args(args)
-    message = unreadable_override(parsed.overrides, parsed.multirun)
+    message = unreadable_override(parsed.overrides, parsed.multirun) or \
+        separate_folders(parsed.overrides, parsed.multirun, dict(os.environ))
     if message is None:
         if rewrite is not None:
             args = sys.argv[1:] = rewrite(args)
@@ -54,7 +65,20 @@ def run_hydra_app(app: Callable[[], Any], config_name: str,
     if message is not None:
         print(message, file=sys.stderr)
         sys.exit(2 if message.startswith(("Hydra cannot read", "The override")) else 1)
+    register_launchers()
     app()
+
+
+def register_launchers() -> None:
+    """Hydra finds plugins by walking the ``hydra_plugins`` folders, which an editable install of genzoo does not
+    have on disk (its packages are found by an import hook): register genzoo's launchers by hand."""
+    from hydra.core.plugins import Plugins
+
+    import hydra_plugins.genzoo_launcher as launchers
+
+    for name in ("SubmititSlurm", "SubmititLocal"):
+        if hasattr(launchers, name):  # defined when the submitit plugin is installed
+            Plugins.instance().register(getattr(launchers, name))
 
 
 def unreadable_override(overrides: list[str], multirun: bool) -> str | None:
@@ -76,12 +100,46 @@ def unreadable_override(overrides: list[str], multirun: bool) -> str | None:
             return (f"The override {arg} lists several values, which only a sweep runs: add -m to run one job per "
                     f"value, or quote the value, {quoted}, if the commas belong to it.")
         group = override.key_or_group
+        if group == "hydra/launcher" and not override.is_sweep_override() and not override.is_delete():
+            message = missing_launcher(str(override.value()))
+            if message is not None:
+                return message
         if group in choices and not override.is_sweep_override() and not override.is_delete():
             choice = override.value()
             if choice is not None and str(choice) not in choices[group]:
                 return (f"{group}={choice} is not one of genzoo's {group} configs: choose one of "
                         f"{', '.join(sorted(choices[group]))}.")
     return None
+
+
+def missing_launcher(choice: str) -> str | None:
+    """The sentence for a launcher whose Hydra plugin is not installed."""
+    if choice not in LAUNCHER_PLUGINS:
+        return None
+    module, extra = LAUNCHER_PLUGINS[choice]
+    try:
+        found = find_spec(module) is not None
+    except (ImportError, ValueError):
+        found = False
+    if found:
+        return None
+    return (f"hydra/launcher={choice} needs Hydra's {choice.split('_')[0]} launcher plugin ({module}), which is "
+            f"not installed: pip install -e '.[{extra}]' in genzoo's checkout (or pip install 'genzoo[{extra}]').")
+
+
+def separate_folders(overrides: list[str], multirun: bool, environ: dict) -> str | None:
+    """Processes of one run started by torchrun or srun each compose the config, so each would name a folder by
+    its own clock and random suffix: they need the one folder from the command line."""
+    world = environ.get("WORLD_SIZE") if environ.get("TORCHELASTIC_RUN_ID") else None
+    if world is None and "SUBMITIT_EXECUTOR" not in environ and environ.get("SLURM_STEP_ID") is not None:
+        world = environ.get("SLURM_NTASKS")  # srun inside an allocation (submitit's jobs fix their folder)
+    if multirun or not (world or "").isdigit() or int(world) < 2:
+        return None
+    if any(a.startswith(("hydra.run.dir=", "resume=")) for a in overrides):
+        return None
+    launcher = "torchrun" if environ.get("TORCHELASTIC_RUN_ID") else "srun"
+    return (f"{launcher} started {world} processes that would each make a run folder of their own: give them one, "
+            f"hydra.run.dir=outputs/runs/NAME (e.g. NAME=$SLURM_JOB_ID, or a date the shell writes once).")
 
 
 def group_choices() -> dict[str, set[str]]:
@@ -118,7 +176,7 @@ def composed_problem(config_name: str, overrides: list[str], multirun: bool) -> 
             return (f"{folder} already holds the runs of a sweep ({', '.join(runs[:3])}{' …' if len(runs) > 3 else ''})"
                     f", and a new sweep never writes into another's folder: leave hydra.sweep.dir unset so the sweep "
                     f"gets a fresh folder.")
-    if not multirun and not resume:
+    if not multirun and not resume and not requeued_run(folder):  # a requeued job continues its run
         refuse_existing_run(folder)
     return None
 

@@ -3,6 +3,8 @@ and this model before anything is built."""
 
 from __future__ import annotations
 
+import os
+
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, open_dict
@@ -71,9 +73,40 @@ def check_strategy(cfg: DictConfig) -> None:
     strategy = cfg.trainer.get("strategy")
     name = strategy if isinstance(strategy, str) else (strategy or {}).get("_target_", "")
     multirun = HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
-    if multirun and name in ("ddp", "pytorch_lightning.strategies.DDPStrategy"):
+    # under submitit's SLURM jobs srun starts every rank, and Lightning re-launches nothing
+    slurm_tasks = os.environ.get("SUBMITIT_EXECUTOR") == "slurm"
+    if multirun and name in ("ddp", "pytorch_lightning.strategies.DDPStrategy") and not slurm_tasks:
         raise GenzooError("Lightning's 'ddp' strategy re-launches the script and breaks inside a Hydra multirun: "
                           "add trainer.strategy=ddp_spawn to the sweep.")
+
+
+def check_slurm_tasks(cfg: DictConfig, environ: dict | None = None) -> None:
+    """Under ``srun`` Lightning runs one process per SLURM task and hangs, silently, when the tasks per node differ
+    from the trainer's devices (or the nodes from ``trainer.num_nodes``): say which to change instead."""
+    environ = os.environ if environ is None else environ
+    per_node, nodes = environ.get("SLURM_NTASKS_PER_NODE", ""), environ.get("SLURM_NNODES", "")
+    strategy = cfg.trainer.get("strategy")
+    name = strategy if isinstance(strategy, str) else (strategy or {}).get("_target_", "")
+    devices, num_nodes = cfg.trainer.get("devices"), int(cfg.trainer.get("num_nodes") or 1)
+    if not per_node.isdigit() or "ddp" not in str(name) or not isinstance(devices, int) or devices < 1:
+        return
+    if int(per_node) != devices:
+        raise GenzooError(f"SLURM runs {per_node} task(s) per node and trainer.devices={devices}, and Lightning "
+                          f"needs one task per device or it waits for ever: ask for --ntasks-per-node={devices} "
+                          f"(submitit: hydra.launcher.tasks_per_node={devices}), or set trainer.devices={per_node}.")
+    if nodes.isdigit() and int(nodes) != num_nodes:
+        raise GenzooError(f"SLURM gave the job {nodes} node(s) and trainer.num_nodes={num_nodes}: set "
+                          f"trainer.num_nodes={nodes}, or ask for --nodes={num_nodes}.")
+
+
+def cluster_plugins() -> list:
+    """Under submitit's SLURM jobs, submitit's signal handler requeues the job (``hydra_plugins.genzoo_launcher``); the
+    trainer's SLURM environment is told not to requeue it a second time."""
+    if os.environ.get("SUBMITIT_EXECUTOR") != "slurm":
+        return []
+    from lightning_fabric.plugins.environments import SLURMEnvironment
+
+    return [SLURMEnvironment(auto_requeue=False)]
 
 
 def check_model_fits_data(model, datamodule) -> None:
