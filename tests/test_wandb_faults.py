@@ -153,6 +153,9 @@ def test_a_run_with_a_key_and_a_silent_server_trains_offline_with_the_metrics_of
     metrics = {k: v for k, v in json.loads((run_dir / "metrics.json").read_text()).items() if k not in timings}
     expected = {k: v for k, v in json.loads((offline.run_dir() / "metrics.json").read_text()).items()
                 if k not in timings}
+    # the fidelity protocols (mappings of names and sizes) equal exactly; the numbers to float rounding
+    protocols = {k: metrics.pop(k) for k in list(metrics) if k.endswith("/fidelity_protocol")}
+    assert protocols == {k: expected.pop(k) for k in list(expected) if k.endswith("/fidelity_protocol")}
     assert metrics == pytest.approx(expected, rel=1e-6, abs=1e-9)
 
 
