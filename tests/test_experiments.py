@@ -102,6 +102,7 @@ def test_every_digits_experiment_runs_with_debug_smoke(digits_sweep):
         cfg = OmegaConf.load(f"{job['run_dir']}/config.yaml")
         assert cfg.trainer.max_epochs == 1, name  # debug=smoke came after the experiment
         final = json.loads(open(f"{job['run_dir']}/metrics.json").read())
-        assert final["epochs"] == 1 and math.isfinite(final["train/loss" if "train/loss" in final else
-                                                            "train/loss_g"]), name
+        # a GAN logs its players' losses; WGAN-GP's 5 critic steps per G step leave G unstepped in 2 batches
+        loss = final["train/loss" if "train/loss" in final else "train/loss_d"]
+        assert final["epochs"] == 1 and math.isfinite(loss), name
         assert list(Path(job["run_dir"], "samples").glob("epoch_*.png")), name
