@@ -38,6 +38,7 @@ data-dependent initialisation, and the radial flow of Rezende & Mohamed.
 from __future__ import annotations
 
 import math
+from abc import ABC, abstractmethod
 
 import torch
 import torch.nn.functional as F
@@ -84,12 +85,12 @@ class DiagonalGaussian(nn.Module):
         return gaussian_kl(*self.base(features))
 
 
-class Flow(DiagonalGaussian):
+class Flow(DiagonalGaussian, ABC):
     """A diagonal Gaussian z₀ pushed through ``steps``: log q(z_K) = log q(z₀) − Σ_k log |det ∂z_k/∂z_{k−1}|."""
 
+    @abstractmethod
     def transform(self, z: Tensor, features: Tensor) -> tuple[Tensor, Tensor]:
         """(z_K, Σ_k log|det J_k|) for z₀ (..., B, z_dim); the log-determinants are (..., B)."""
-        raise NotImplementedError
 
     def draw(self, features: Tensor, s: int) -> tuple[Tensor, Tensor]:
         mu, logvar = self.base(features)
