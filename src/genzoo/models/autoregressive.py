@@ -25,9 +25,7 @@ class AutoregressiveModel(GenerativeModel):
 
     def __init__(self, *args, conditional: bool = False, **kwargs):
         super().__init__(*args, **kwargs)
-        if conditional and self.num_classes == 0:
-            raise GenzooError("model.conditional=true needs labelled data, and this data has no classes: "
-                              "set model.conditional=false.")
+        self.check_conditional(conditional)
         self.conditional = bool(conditional)
         self.distribution: OutputDistribution = Categorical(self.shape[0], self.levels)
 

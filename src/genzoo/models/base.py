@@ -98,6 +98,12 @@ class GenerativeModel(pl.LightningModule):
         seed = int(np.random.SeedSequence(key).generate_state(2, np.uint64)[0] % 2**63)
         return torch.Generator(device=self.device).manual_seed(seed)
 
+    def check_conditional(self, conditional: bool) -> None:
+        """A model asked to condition on the class (``model.conditional=true``) needs data that has classes."""
+        if conditional and self.num_classes == 0:
+            raise GenzooError("model.conditional=true needs labelled data, and this data has no classes: "
+                              "set model.conditional=false.")
+
     def labels_or_none(self, y: Tensor | None) -> Tensor | None:
         """Class labels when the model is conditional, else None (unlabelled data carries -1)."""
         return y if (self.num_classes > 0 and y is not None) else None

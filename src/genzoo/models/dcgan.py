@@ -106,9 +106,7 @@ class DCGAN(GenerativeModel):
         if self.scheduler_name != "none":
             raise GenzooError(f"DCGAN trains with constant learning rates, not model.scheduler={self.scheduler_name}: "
                               "set model.scheduler=none.")
-        if conditional and self.num_classes == 0:
-            raise GenzooError("model.conditional=true needs labelled data, and this data has no classes: "
-                              "set model.conditional=false.")
+        self.check_conditional(conditional)
         if int(d_steps) < 1:
             raise GenzooError(f"model.d_steps={d_steps} gives the discriminator no step: use 1 or more.")
         if instance_noise < 0:

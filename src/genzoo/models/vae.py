@@ -94,9 +94,7 @@ class VAE(GenerativeModel):
             raise GenzooError(f"model.train_samples={train_samples} with model.beta={beta} and model.kl_warmup_steps="
                               f"{kl_warmup_steps}: train on the ELBO (train_samples=1, where beta and the warm-up "
                               "apply) or on the importance-weighted bound (train_samples > 1, beta=1, no warm-up).")
-        if conditional and self.num_classes == 0:
-            raise GenzooError("model.conditional=true needs labelled data, and this data has no classes: "
-                              "set model.conditional=false.")
+        self.check_conditional(conditional)
         self.z_dim, self.beta, self.kl_warmup_steps = int(z_dim), float(beta), int(kl_warmup_steps)
         self.train_samples = int(train_samples)
         self.eval_samples, self.eval_chunk_mb = int(eval_samples), float(eval_chunk_mb)
