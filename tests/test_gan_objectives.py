@@ -131,8 +131,35 @@ def test_the_wgan_gp_critic_has_layer_norm_and_no_batch_norm():
     assert norms_in(DCGAN(shape=(1, 8, 8), levels=17).discriminator) == {nn.BatchNorm2d}, "DCGAN keeps batch norm"
 
 
+def test_r1_penalises_each_image_alone_so_its_discriminator_has_no_batch_norm():
+    torch.manual_seed(0)
+    model = DCGAN(shape=(1, 8, 8), levels=17, r1=2.0, generator={"width": 8}, discriminator={"width": 8})
+    assert norms_in(model.discriminator) == {nn.GroupNorm}
+    real = torch.rand(6, 1, 8, 8) * 2 - 1
+
+    def r1_of(images: torch.Tensor) -> torch.Tensor:
+        images = images.detach().requires_grad_(True)
+        return r1_penalty(model.discriminator(images), images, 2.0)
+
+    # E over the batch of γ/2‖∇D(x)‖²: the penalty of the batch is the mean of each image's own
+    alone = torch.stack([r1_of(real[i:i + 1]) for i in range(len(real))])
+    torch.testing.assert_close(r1_of(real), alone.mean())
+
+    # the reason batch norm is refused: under it, the gradient at an image changes with the rest of the batch
+    def first_gradient(net: nn.Module, others: torch.Tensor) -> torch.Tensor:
+        images = torch.cat([real[:1], others]).requires_grad_(True)
+        return torch.autograd.grad(net(images).sum(), images)[0][0]
+
+    others, new_others = real[1:], torch.rand(5, 1, 8, 8) * 2 - 1
+    torch.testing.assert_close(first_gradient(model.discriminator, others),
+                               first_gradient(model.discriminator, new_others))
+    batch_norm = Discriminator((1, 8, 8), width=8, norm="batch")
+    assert not torch.allclose(first_gradient(batch_norm, others), first_gradient(batch_norm, new_others))
+
+
 @pytest.mark.parametrize("kwargs,match", [
-    ({"loss": "wgan_gp", "discriminator": {"norm": "batch"}}, "batch norm makes each image's output depend"),
+    ({"loss": "wgan_gp", "discriminator": {"norm": "batch"}}, "gradient_penalty penalises each image's gradient"),
+    ({"r1": 1.0, "discriminator": {"norm": "batch"}}, "model.r1 penalises each image's gradient, and batch norm"),
     ({"loss": "hinge", "label_smoothing": 0.1}, "model.loss=hinge has none: set model.label_smoothing=0"),
     ({"arch": "resnet", "shape": (1, 16, 16)}, r"ResNet networks \(model.arch=resnet\) support 8×8, 28×28, 32×32"),
     ({"conditional": True, "num_classes": 0}, "needs labelled data"),

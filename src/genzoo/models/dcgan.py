@@ -20,8 +20,9 @@ their equations in ``genzoo.models.gan_losses``):
   unused parameters (``finds_unused_parameters``): each step leaves one player without gradients.
 * Spectral norm's power iteration advances on D's forwards on real and fake images (and G's step), never on a
   gradient penalty's extra pass (``frozen_power_iteration``); R1 reuses D's forward on the real images.
-* A gradient penalty needs each image's output to depend on that image alone: with one, D's ``norm`` defaults to
-  layer norm (DCGAN networks; the ResNet D has none), batch norm is refused, and ``spectral_norm`` defaults to off.
+* A gradient penalty or R1 needs each image's output to depend on that image alone: with either, D's ``norm``
+  defaults to layer norm (DCGAN networks; the ResNet D has none) and batch norm is refused; with the gradient
+  penalty, ``spectral_norm`` also defaults to off.
 * Options: an exponential moving average of G's weights (sampled from, Karras et al. 2018 / Yazıcı et al. 2019),
   one-sided label smoothing of D's real targets (Salimans et al. 2016; logistic losses only), instance noise
   N(0, σ²) on D's inputs annealed linearly to 0 over the run (Sønderby et al. 2017), class conditioning
@@ -135,16 +136,21 @@ class DCGAN(GenerativeModel):
         self.generator = build_network(g_net, generator, "model.generator", shape=self.shape, z_dim=self.z_dim,
                                        num_classes=classes)
         d_options = dict(discriminator or {})
-        if self.penalty_weight > 0:  # Gulrajani et al.'s critic: the penalty, not spectral norm, keeps it Lipschitz,
-            if d_options.get("spectral_norm") is None:  # and a per-image gradient needs per-image outputs
-                d_options["spectral_norm"] = False
-            if arch == "dcgan" and d_options.get("norm") is None and not d_options["spectral_norm"]:
-                d_options["norm"] = "layer"
+        # Gulrajani et al.'s critic: the penalty, not spectral norm, keeps it Lipschitz.
+        if self.penalty_weight > 0 and d_options.get("spectral_norm") is None:
+            d_options["spectral_norm"] = False
+        # Both penalties are norms of ∇_x D(x) for each image x, which only exist if D's output on x depends on x
+        # alone: under batch norm the gradient of the batch's outputs mixes every image's (Gulrajani et al. 2017,
+        # section 4; Mescheder et al. 2018 train R1 without normalisation). Layer norm keeps images apart.
+        penalised = {name: weight for name, weight in (("gradient_penalty", self.penalty_weight), ("r1", self.r1))
+                     if weight > 0}
+        if penalised and arch == "dcgan" and d_options.get("norm") is None and not d_options.get("spectral_norm"):
+            d_options["norm"] = "layer"
         self.discriminator = build_network(d_net, d_options, "model.discriminator", shape=self.shape,
                                            num_classes=classes)
-        if self.penalty_weight > 0 and self.discriminator.norm == "batch":
-            raise GenzooError("A gradient penalty is per image, and batch norm makes each image's output depend on "
-                              "the others: set model.discriminator.norm=layer (or none).")
+        if penalised and self.discriminator.norm == "batch":
+            raise GenzooError(f"model.{next(iter(penalised))} penalises each image's gradient, and batch norm makes "
+                              "each image's output depend on the others: set model.discriminator.norm=layer (or none).")
         self.generator_ema = None
         if ema:
             # use_buffers: batch norm's running statistics are averaged like the weights, so the averaged G samples
