@@ -6,6 +6,7 @@ pipelines, not its quality."""
 from __future__ import annotations
 
 import math
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -279,3 +280,66 @@ def test_intra_class_fid_is_near_its_floor_for_the_right_classes_and_large_for_s
     unconditional.conditional = False
     plain, _ = scored(unconditional)
     assert not any(k.startswith(("fid_class/", "intra_fid")) for k in plain)
+
+
+# ---- data without labels: the rotation classifier ----------------------------------------------------------------
+def test_rotations_turn_each_image_by_its_label_in_quarter_turns():
+    images = torch.arange(2 * 9).reshape(2, 1, 3, 3)
+    turned, labels = classifier.rotations(images)
+    assert turned.shape == (8, 1, 3, 3) and labels.tolist() == [0, 0, 1, 1, 2, 2, 3, 3]
+    assert torch.equal(turned[:2], images)
+    assert turned[2, 0, 0].tolist() == images[0, 0, :, 2].tolist(), "one turn counter-clockwise: last column on top"
+    assert torch.equal(turned[4], images[0].flip(-1, -2))
+    with pytest.raises(GenzooError, match="needs square images, and these are 3×4"):
+        classifier.rotations(torch.zeros(1, 1, 3, 4))
+
+
+class Unlabelled:
+    """The digits with their labels hidden (num_classes 0), as the patches or an image folder come."""
+
+    NAME, levels, num_classes = "digits-unlabelled", 17, 0
+
+    def __init__(self, dm, width: int | None = None):
+        self.splits = {k: SimpleNamespace(images=v.images if width is None else v.images[..., :width], labels=None)
+                       for k, v in dm.splits.items()}
+
+    def setup(self, stage=None):
+        pass
+
+
+class TurnedSampler(ClassSampler):
+    """Training images, each turned by ``turns`` quarter turns."""
+
+    conditional = False
+
+    def __init__(self, split, turns: int):
+        super().__init__(split)
+        self.turns = turns
+
+    def sample(self, n, y=None):
+        return torch.rot90(super().sample(n), self.turns, dims=(-2, -1))
+
+
+def test_unlabelled_data_are_scored_by_a_rotation_classifier_that_sees_which_way_is_up(digits, tmp_path):
+    from genzoo.callbacks import Fidelity
+
+    data = Unlabelled(digits)
+
+    def scored(turns):
+        callback = Fidelity(cache_dir=str(tmp_path), seed=0, classifier_config={**TINY, "epochs": 2})
+        torch.manual_seed(0)
+        return callback.compute(OneProcessTrainer(data), TurnedSampler(digits.splits["train"], turns), "test"), \
+            callback.records["test/fidelity_protocol"]
+
+    upright, protocol = scored(0)
+    turned, _ = scored(1)
+    assert protocol["extractor"] == classifier.ROTATION_NAME and "is" not in upright
+    assert 0.4 < upright["classifier_acc"] <= 1, "four turns: chance is 0.25 (a 180° turn of a 0, 1 or 8 is one)"
+    assert upright["fid"] < 2 * upright["fid_floor"]
+    assert turned["fid"] > 5 * upright["fid"], "the same images on their side are far from the data"
+    assert [p.name.split("-")[:3] for p in (tmp_path / "classifiers").glob("*.pt")] == [
+        ["digits", "unlabelled", "rotation"]]
+
+    with pytest.warns(UserWarning, match="no class labels and their images are 8×6, not square"):
+        assert Fidelity(cache_dir=str(tmp_path)).compute(OneProcessTrainer(Unlabelled(digits, width=6)),
+                                                         TurnedSampler(digits.splits["train"], 0), "test") is None

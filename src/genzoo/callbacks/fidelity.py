@@ -4,6 +4,8 @@ every N epochs at validation when asked.
 Logged as ``{val,test}/fid``, ``/is``, ``/kid``, ``/precision``, ``/recall``; beside them ``/fid_floor`` (FID of
 n training images against the same n reference images: what a perfect model would score at this n) and, with the
 domain classifier, ``/classifier_acc`` (its test accuracy: the features are only as good as the classifier).
+On data without labels the classifier is the rotation classifier (``genzoo.evaluation.classifier``): FID, KID,
+precision/recall and its accuracy at telling quarter turns apart, but no IS.
 The reference split is the stage's own (val or test); n defaults to its size (180 on the digits). For a
 class-conditional model on labelled data (``model.conditional``), also FID per class and its mean,
 ``/fid_class/{c}``, ``/intra_fid`` and ``/intra_fid_floor`` (``genzoo.evaluation.per_class``).
@@ -71,22 +73,29 @@ class Fidelity(pl.Callback):
         self.unavailable = why
 
     def _classifier(self, trainer: pl.Trainer, dm, device) -> features.Extractor | None:
-        if getattr(dm, "num_classes", 0) == 0:
-            self._skip("the data have no class labels, so no domain classifier can be trained: set "
-                       "callbacks.fidelity.extractor=inception.")
-            return None
         train, test = dm.splits["train"], dm.splits["test"]
-        path = classifier.classifier_path(self.cache_dir, dm.NAME or type(dm).__name__,
-                                          features.tensor_hash(train.images), self.classifier_config)
+        name, dataset = classifier.NAME, dm.NAME or type(dm).__name__
+        images = features.to_uint8(train.images, dm.levels), features.to_uint8(test.images, dm.levels)
+        if getattr(dm, "num_classes", 0) > 0:
+            sets, classes = ((images[0], train.labels), (images[1], test.labels)), dm.num_classes
+        else:  # no labels: the classifier of quarter turns (classifier.rotations), on square images only
+            h, w = train.images.shape[-2:]
+            if h != w:
+                self._skip(f"the data have no class labels and their images are {h}×{w}, not square, so neither "
+                           "a domain classifier nor a rotation classifier can be trained: set "
+                           "callbacks.fidelity.extractor=inception.")
+                return None
+            sets, classes = (classifier.rotations(images[0]), classifier.rotations(images[1])), 4
+            name, dataset = classifier.ROTATION_NAME, f"{dataset}-rotation"
+        path = classifier.classifier_path(self.cache_dir, dataset, features.tensor_hash(train.images),
+                                          self.classifier_config)
         state = None
         if trainer.is_global_zero:  # loads the cached file, or trains it where it is missing or damaged
-            state = classifier.cached_classifier((features.to_uint8(train.images, dm.levels), train.labels),
-                                                 (features.to_uint8(test.images, dm.levels), test.labels),
-                                                 dm.num_classes, self.classifier_config, path, device)
+            state = classifier.cached_classifier(*sets, classes, self.classifier_config, path, device)
         # Every rank uses the state rank zero checked, not its own read of the file: no rank can load a file that
         # was damaged, is being replaced, could not be written (a read-only cache) or is on another node's disk.
         state = trainer.strategy.broadcast(state, src=0)
-        return features.build_extractor("classifier", path, state=state)
+        return features.build_extractor("classifier", path, state=state, name=name)
 
     def _inception_weights(self, trainer: pl.Trainer) -> Path | None:
         try:  # every rank looks on disk first, so all take the same branch
@@ -154,6 +163,8 @@ class Fidelity(pl.Callback):
             reference = cache.reference(extractor, self.cache_dir, name, split, real, levels, n, self.batch_size,
                                         device)
             results = fidelity_metrics(generated, reference, self.seed, self.kid_subsets, self.isc_splits)
+            if extractor.name == classifier.ROTATION_NAME:  # its classes are turns, not contents: no IS
+                results.pop("is")
             train = dm.splits["train"]
             if self.floor:
                 floor = cache.reference(extractor, self.cache_dir, name, "train", train.images, levels,

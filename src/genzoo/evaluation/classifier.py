@@ -10,6 +10,13 @@ logged beside every metric it produces (``…/classifier_acc``).
     logits   = last layer (one per class)                       → Inception Score (softmax over classes)
 
 Input: uint8 images ``(B, C, H, W)`` in 0…255 (genzoo's common extractor input, see ``features.to_uint8``).
+Data without labels (the patches, CelebA, an image folder) get the same network trained on a task the images
+label themselves: which of four quarter turns (0, 90, 180, 270 degrees) each square image was given (Gidaris et al.
+2018, "Unsupervised representation learning by predicting image rotations"). Telling up from down needs the
+objects and textures of the domain, so the penultimate features serve FID, KID and precision/recall as above; its
+logits say only which way is up, so no Inception Score comes from it. It is named ``genzoo-rotation-classifier``
+in every protocol, so its numbers never share a column with the labelled classifier's.
+
 The weights are cached under ``paths.cache_dir/classifiers/`` in a file named by the data set, a hash of the
 training images and the classifier config, so a change of data or config trains a new one. A cached file is
 checked when loaded (it unpickles as plain tensors, names the architecture and config this run asks for, its
@@ -39,6 +46,7 @@ from genzoo.files import one_line, save_to_cache
 log = logging.getLogger(__name__)
 
 NAME = "genzoo-domain-classifier"
+ROTATION_NAME = "genzoo-rotation-classifier"  # the same network, trained to tell quarter turns apart
 DEFAULTS = {"width": 32, "feature_dim": 128, "dropout": 0.3, "epochs": 20, "lr": 3e-3, "batch_size": 64, "seed": 0,
             "shift": 1}
 KEYS = ("arch", "config", "state_dict", "test_accuracy")
@@ -95,6 +103,16 @@ def random_shift(x: Tensor, pixels: int) -> Tensor:
         rows = (offsets == o).nonzero().squeeze(1).to(x.device)
         out[rows] = padded[rows, :, dy:dy + h, dx:dx + w]
     return out
+
+
+def rotations(images: Tensor) -> tuple[Tensor, Tensor]:
+    """Square images (N, C, H, W) turned by k quarter turns (k = 0, 1, 2, 3, counter-clockwise), as 4N images and
+    their labels k: the self-supervised training set of the rotation classifier."""
+    if images.shape[-1] != images.shape[-2]:
+        raise GenzooError(f"The rotation classifier needs square images, and these are {images.shape[-2]}×"
+                          f"{images.shape[-1]}: set callbacks.fidelity.extractor=inception.")
+    turned = torch.cat([torch.rot90(images, k, dims=(-2, -1)) for k in range(4)])
+    return turned, torch.arange(4).repeat_interleave(len(images))
 
 
 def classifier_path(cache_dir: str | Path, dataset: str, data_hash: str, config: dict) -> Path:

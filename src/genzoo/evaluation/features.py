@@ -92,15 +92,17 @@ class Extractor:
         return self
 
 
-def build_extractor(kind: str, weights_path: Path, device="cpu", state: dict | None = None) -> Extractor:
+def build_extractor(kind: str, weights_path: Path, device="cpu", state: dict | None = None,
+                    name: str | None = None) -> Extractor:
     """The module behind ``kind`` ('classifier' or 'inception'), loaded from ``weights_path`` (or, for the
-    classifier, from its already loaded ``state``: the file may be unwritable, or on another machine's disk)."""
+    classifier, from its already loaded ``state``: the file may be unwritable, or on another machine's disk).
+    ``name``: the classifier's name in protocols (``classifier.ROTATION_NAME`` for the rotation classifier)."""
     register_extractors()
     if kind == "classifier":
         layers = ("features", "logits")
         module = classifier.DomainClassifierExtractor(classifier.NAME, list(layers), str(weights_path), state=state)
-        return Extractor(module, classifier.NAME, Path(weights_path), *layers, accuracy=module.test_accuracy,
-                         weights_hash=module.weights_hash).to(device)
+        return Extractor(module, name or classifier.NAME, Path(weights_path), *layers,
+                         accuracy=module.test_accuracy, weights_hash=module.weights_hash).to(device)
     layers = ("2048", "logits_unbiased")
     module = inception.InceptionExtractor(inception.NAME, list(layers),
                                           feature_extractor_weights_path=str(weights_path))
