@@ -343,3 +343,15 @@ def test_unlabelled_data_are_scored_by_a_rotation_classifier_that_sees_which_way
     with pytest.warns(UserWarning, match="no class labels and their images are 8×6, not square"):
         assert Fidelity(cache_dir=str(tmp_path)).compute(OneProcessTrainer(Unlabelled(digits, width=6)),
                                                          TurnedSampler(digits.splits["train"], 0), "test") is None
+
+
+def test_a_classifier_no_better_than_chance_gives_no_metric(digits, tmp_path):
+    from genzoo.callbacks import Fidelity
+
+    data = Unlabelled(digits)
+    for split in data.splits.values():  # each image the sum of its four turns: turning it changes nothing
+        split.images = sum(torch.rot90(split.images, k, dims=(-2, -1)) for k in range(4)) // 4
+    callback = Fidelity(cache_dir=str(tmp_path), classifier_config={**TINY, "epochs": 2})
+    with pytest.warns(UserWarning, match=r"tells the quarter turns of 720 test images apart no better than chance "
+                                         r"\(accuracy 0\.2\d\d, chance 0\.250\)"):
+        assert callback.compute(OneProcessTrainer(data), TurnedSampler(digits.splits["train"], 0), "test") is None

@@ -29,6 +29,7 @@ they leave out: ``genzoo.evaluation.metrics``.
 from __future__ import annotations
 
 import logging
+import math
 import warnings
 from pathlib import Path
 
@@ -95,6 +96,14 @@ class Fidelity(pl.Callback):
         # Every rank uses the state rank zero checked, not its own read of the file: no rank can load a file that
         # was damaged, is being replaced, could not be written (a read-only cache) or is on another node's disk.
         state = trainer.strategy.broadcast(state, src=0)
+        # A classifier no better than guessing has features that tell no samples apart: every FID would look good.
+        accuracy, chance, n_test = state["test_accuracy"], 1.0 / classes, len(sets[1][1])
+        if accuracy <= chance + 3 * math.sqrt(chance * (1 - chance) / n_test):
+            what = "quarter turns" if name == classifier.ROTATION_NAME else "classes"
+            self._skip(f"the {name} tells the {what} of {n_test} test images apart no better than chance (accuracy "
+                       f"{accuracy:.3f}, chance {chance:.3f}), so its features cannot judge samples: set "
+                       "callbacks.fidelity.extractor=inception.")
+            return None
         return features.build_extractor("classifier", path, state=state, name=name)
 
     def _inception_weights(self, trainer: pl.Trainer) -> Path | None:
