@@ -17,7 +17,7 @@ from genzoo.evaluation import cache, classifier, features
 from genzoo.evaluation.metrics import fid, fidelity_metrics
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
-TINY = {"epochs": 1, "width": 8, "feature_dim": 16}
+TINY = {"epochs": 2, "width": 8, "feature_dim": 16}  # test accuracy 0.34 on the digits: weak, above chance
 
 
 @pytest.fixture(scope="module")
@@ -355,3 +355,25 @@ def test_a_classifier_no_better_than_chance_gives_no_metric(digits, tmp_path):
     with pytest.warns(UserWarning, match=r"tells the quarter turns of 720 test images apart no better than chance "
                                          r"\(accuracy 0\.2\d\d, chance 0\.250\)"):
         assert callback.compute(OneProcessTrainer(data), TurnedSampler(digits.splits["train"], 0), "test") is None
+
+
+def test_reference_train_scores_both_stages_against_training_images_with_fresh_draws_at_test(digits, extractor,
+                                                                                            tmp_path):
+    from genzoo.callbacks import Fidelity
+
+    callback = Fidelity(cache_dir=str(tmp_path), seed=0, reference="train", n=300)
+    callback.extractor = extractor
+    copies = ClassSampler(digits.splits["train"])  # draws training images: near the reference
+    copies.conditional = False
+    val = callback.compute(OneProcessTrainer(digits), copies, "val")
+    test = callback.compute(OneProcessTrainer(digits), copies, "test")
+    for stage in ("val", "test"):
+        protocol = callback.records[f"{stage}/fidelity_protocol"]
+        assert (protocol["reference"], protocol["reference_size"], protocol["samples"]) == ("digits train", 300, 300)
+    assert "fid_floor" not in val and "fid_floor" not in test, "training images against themselves: no floor"
+    assert val["fid"] != test["fid"], "the test samples are not the draws the checkpoint was chosen by"
+    noise = ClassSampler(digits.splits["train"])
+    noise.conditional, noise.sample = False, lambda n, y=None: torch.randint(17, (n, 1, 8, 8))
+    assert callback.compute(OneProcessTrainer(digits), noise, "test")["fid"] > 5 * max(val["fid"], test["fid"])
+    with pytest.raises(GenzooError, match="reference='val' is not a reference genzoo knows: use null"):
+        Fidelity(cache_dir=str(tmp_path), reference="val")

@@ -6,7 +6,9 @@ n training images against the same n reference images: what a perfect model woul
 domain classifier, ``/classifier_acc`` (its test accuracy: the features are only as good as the classifier).
 On data without labels the classifier is the rotation classifier (``genzoo.evaluation.classifier``): FID, KID,
 precision/recall and its accuracy at telling quarter turns apart, but no IS.
-The reference split is the stage's own (val or test); n defaults to its size (180 on the digits). For a
+The reference split is the stage's own (val or test), or with ``reference=train`` the training images at both stages
+(the protocol of most GAN tables, and the one that works where the held-out split is a different region of the
+data, as on the patches; no floor then); n defaults to the reference's size (180 on the digits). For a
 class-conditional model on labelled data (``model.conditional``), also FID per class and its mean,
 ``/fid_class/{c}``, ``/intra_fid`` and ``/intra_fid_floor`` (``genzoo.evaluation.per_class``).
 
@@ -49,7 +51,7 @@ class Fidelity(pl.Callback):
                  every_n_epochs: int | None = 0, batch_size: int = 64, seed: int = 0, kid_subsets: int = 100,
                  isc_splits: int = 10, floor: bool = True, inception_weights: str | None = None,
                  download: bool = True, strict: bool = False, classifier_config: dict | None = None,
-                 per_class: bool = True, n_per_class: int | None = None):
+                 per_class: bool = True, n_per_class: int | None = None, reference: str | None = None):
         if extractor not in EXTRACTORS:
             raise GenzooError(f"fidelity extractor={extractor!r} is unknown: use one of {', '.join(EXTRACTORS)}.")
         if n is not None and int(n) < 2:
@@ -60,6 +62,10 @@ class Fidelity(pl.Callback):
         self.inception_weights, self.download, self.strict = inception_weights, bool(download), bool(strict)
         self.classifier_config = dict(classifier_config or {})
         self.per_class, self.n_per_class = bool(per_class), None if n_per_class is None else int(n_per_class)
+        if reference not in (None, "train"):
+            raise GenzooError(f"fidelity reference={reference!r} is not a reference genzoo knows: use null (each stage's "
+                              "own split) or train.")
+        self.reference = reference
         self.records: dict[str, dict] = {}  # {stage}/fidelity_protocol → the protocol, for metrics.json
         self.extractor: features.Extractor | None = None
         self.unavailable: str | None = None  # why no metric can be computed (warned once)
@@ -155,7 +161,8 @@ class Fidelity(pl.Callback):
         if extractor is None:
             return None
         dm, device = trainer.datamodule, pl_module.device
-        real = dm.splits[split].images
+        against = self.reference or split  # the stage's own split, or the training images (reference=train)
+        real = dm.splits[against].images
         n = self.n or len(real)
 
         def draw(count: int, seed: int, label: int | None = None):
@@ -163,31 +170,33 @@ class Fidelity(pl.Callback):
                 pl_module, extractor, count, self.batch_size, seed, trainer.global_rank, trainer.world_size,
                 all_gather=lambda t: trainer.strategy.all_gather(t), device=device, label=label)
 
-        generated = draw(n, self.seed)
-        sizes = self.classes(dm, pl_module, split)
+        # Against one reference at both stages, the test samples are drawn afresh: the same draws would make
+        # test/fid the very val/fid the checkpoint was chosen by.
+        generated = draw(n, self.seed + 1 if self.reference and split == "test" else self.seed)
+        sizes = self.classes(dm, pl_module, against)
         by_class = {c: draw(k, per_class.class_seed(self.seed, c), c) for c, k in sizes}  # every rank, same order
         results = record = None
         if trainer.is_global_zero:
             name, levels = dm.NAME or type(dm).__name__, dm.levels
-            reference = cache.reference(extractor, self.cache_dir, name, split, real, levels, n, self.batch_size,
+            reference = cache.reference(extractor, self.cache_dir, name, against, real, levels, n, self.batch_size,
                                         device)
             results = fidelity_metrics(generated, reference, self.seed, self.kid_subsets, self.isc_splits)
             if extractor.name == classifier.ROTATION_NAME:  # its classes are turns, not contents: no IS
                 results.pop("is")
             train = dm.splits["train"]
-            if self.floor:
+            if self.floor and against != "train":  # training images against themselves would score 0
                 floor = cache.reference(extractor, self.cache_dir, name, "train", train.images, levels,
                                         min(n, len(real)), self.batch_size, device)
                 results["fid_floor"] = fid(floor, reference)
             if by_class:
                 results.update(per_class.intra_class_fid(
-                    by_class, extractor, self.cache_dir, name, split, real, dm.splits[split].labels, train.images,
-                    train.labels, levels, self.batch_size, device, self.floor))
+                    by_class, extractor, self.cache_dir, name, against, real, dm.splits[against].labels,
+                    train.images, train.labels, levels, self.batch_size, device, self.floor and against != "train"))
             if extractor.accuracy is not None:
                 results["classifier_acc"] = extractor.accuracy
             classes = {"classes": len(sizes), "samples": "as many per class as the class's reference images"
                        + (f", at most {self.n_per_class}" if self.n_per_class else "")} if sizes else None
-            record = protocol.record(extractor.name, extractor.digest, len(generated["features"]), name, split,
+            record = protocol.record(extractor.name, extractor.digest, len(generated["features"]), name, against,
                                      len(reference["features"]), extractor.accuracy, classes)
             log.info("Fidelity (%s): %s", protocol.describe(record), {k: round(v, 4) for k, v in results.items()})
         results, record = trainer.strategy.broadcast((results, record), src=0)
