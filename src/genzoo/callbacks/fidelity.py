@@ -162,6 +162,7 @@ class Fidelity(pl.Callback):
             return None
         dm, device = trainer.datamodule, pl_module.device
         against = self.reference or split  # the stage's own split, or the training images (reference=train)
+        floor = self.floor and against != "train"  # training images against themselves would score 0
         real = dm.splits[against].images
         n = self.n or len(real)
 
@@ -184,14 +185,14 @@ class Fidelity(pl.Callback):
             if extractor.name == classifier.ROTATION_NAME:  # its classes are turns, not contents: no IS
                 results.pop("is")
             train = dm.splits["train"]
-            if self.floor and against != "train":  # training images against themselves would score 0
-                floor = cache.reference(extractor, self.cache_dir, name, "train", train.images, levels,
-                                        min(n, len(real)), self.batch_size, device)
-                results["fid_floor"] = fid(floor, reference)
+            if floor:
+                train_reference = cache.reference(extractor, self.cache_dir, name, "train", train.images, levels,
+                                                  min(n, len(real)), self.batch_size, device)
+                results["fid_floor"] = fid(train_reference, reference)
             if by_class:
                 results.update(per_class.intra_class_fid(
                     by_class, extractor, self.cache_dir, name, against, real, dm.splits[against].labels,
-                    train.images, train.labels, levels, self.batch_size, device, self.floor and against != "train"))
+                    train.images, train.labels, levels, self.batch_size, device, floor))
             if extractor.accuracy is not None:
                 results["classifier_acc"] = extractor.accuracy
             classes = {"classes": len(sizes), "samples": "as many per class as the class's reference images"
